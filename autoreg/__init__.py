@@ -1,0 +1,1 @@
+"""Autoregressive models: masked and causal convolutions, output distributions, samplers."""

@@ -1,0 +1,47 @@
+"""Defaults shared by every experiment config; each config file overrides what it needs."""
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.distributed = False     # True: jax.distributed.initialize() (multi-host TPU/GPU pods)
+
+  c.model_name = ''
+  c.model = ml_collections.ConfigDict()
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = ''
+  c.data.source = 'auto'    # 'auto': local files if a local dir is set, else TFDS
+  c.data.local_dir = config_dict.placeholder(str)   # None -> $DGM_DATA_DIR
+  c.data.train_split = 'train'
+  c.data.eval_split = 'test'
+  c.data.batch_size = 64        # global, across all devices and processes
+  c.data.eval_batch_size = 256
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = 'adam'
+  c.optimizer.learning_rate = 1e-3
+  c.optimizer.warmup_steps = 100
+  c.optimizer.schedule = 'cosine'
+  c.optimizer.final_fraction = 0.1
+  c.optimizer.b1 = 0.9
+  c.optimizer.b2 = 0.999
+  c.optimizer.eps = 1e-8
+  c.optimizer.weight_decay = 0.0
+  c.optimizer.grad_clip_norm = 1.0
+
+  c.train = ml_collections.ConfigDict()
+  c.train.num_steps = 1000
+  c.train.log_every = 50
+  c.train.eval_every = 0          # 0: only at the end
+  c.train.checkpoint_every = 500
+  c.train.sample_every = 0        # 0: only at the end
+  c.train.num_samples = 64
+  c.train.keep_checkpoints = 3
+  c.train.ema_decay = 0.999
+  c.train.eval_with_ema = True
+  return c

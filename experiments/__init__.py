@@ -1,0 +1,7 @@
+"""Training harness: input pipelines, the trainer, checkpoints, evaluation and sampling."""
+
+
+def load_run(workdir: str):
+  """Loads a run from its workdir (see experiments.run.load_run)."""
+  from experiments.run import load_run as _load_run
+  return _load_run(workdir)

@@ -1,0 +1,35 @@
+"""Model registry: config.model_name -> Flax module class; config.model -> its arguments."""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+
+import flax.linen as nn
+
+# name -> 'module:Class'. Imported lazily so one family's import errors don't break others.
+MODELS = {
+    'pixelcnn': 'autoreg.pixelcnn:PixelCNN',
+}
+
+
+class ConfigError(ValueError):
+  """A config that names something that does not exist."""
+
+
+def model_class(name: str) -> type[nn.Module]:
+  if name not in MODELS:
+    raise ConfigError(f'Unknown config.model_name={name!r}; registered models: '
+                      f'{", ".join(sorted(MODELS))} (experiments/models.py).')
+  module, cls = MODELS[name].split(':')
+  return getattr(importlib.import_module(module), cls)
+
+
+def build_model(name: str, kwargs: dict) -> nn.Module:
+  """`Model(**config.model)`, with an error naming any argument the model does not take."""
+  cls = model_class(name)
+  fields = {f.name for f in dataclasses.fields(cls) if f.init and f.name not in ('parent', 'name')}
+  unknown = sorted(set(kwargs) - fields)
+  if unknown:
+    raise ConfigError(f'config.model has {", ".join(unknown)}, which {cls.__name__} does not '
+                      f'take. Its arguments: {", ".join(sorted(fields))}.')
+  return cls(**kwargs)

@@ -1,0 +1,358 @@
+"""The one training loop: `train_and_evaluate(config, workdir)`, plus eval and sample modes.
+
+Every model goes through the same interface (CONVENTIONS.md): the trainer builds
+`Model(**config.model)` and calls `model.apply(..., batch, train=..., method='loss')`, which
+returns `(objective, metrics)`; per-example metrics are arrays of shape [batch] and 'nll'
+(nats per example) is turned into bits/dim by `autoreg.likelihood`. Models that can
+generate have `sample(rng, shape)`.
+
+Data parallelism is `jax.jit` over a 1-D `Mesh` whose axis 'data' shards the batch; the
+train state is replicated. Per-step randomness is `fold_in(rng, step)`, the data position is
+checkpointed, and XLA on CPU is deterministic, so a resumed run is bit-identical to an
+uninterrupted one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from absl import logging
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from autoreg import likelihood
+from experiments import images, input_pipeline
+from experiments.checkpointing import Checkpointer
+from experiments.models import build_model
+from experiments.writers import MetricWriter
+
+
+class NaNLossError(FloatingPointError):
+  """The training loss stopped being finite."""
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  ema_params: Any
+  rng: jax.Array   # raw uint32 key data, so the checkpoint holds plain arrays
+
+
+# --------------------------------------------------------------------------- optimizer
+
+def create_learning_rate_schedule(cfg, num_steps: int) -> optax.Schedule:
+  """Linear warmup from 0, then 'constant' or 'cosine' decay to final_fraction * lr."""
+  lr, warmup = cfg.learning_rate, cfg.warmup_steps
+  if cfg.schedule == 'constant':
+    decay = optax.constant_schedule(lr)
+  elif cfg.schedule == 'cosine':
+    decay = optax.cosine_decay_schedule(lr, max(1, num_steps - warmup), alpha=cfg.final_fraction)
+  else:
+    raise ValueError(f"config.optimizer.schedule must be 'constant' or 'cosine', got "
+                     f'{cfg.schedule!r}')
+  if warmup <= 0:
+    return decay
+  return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), decay], [warmup])
+
+
+def create_optimizer(cfg, num_steps: int):
+  schedule = create_learning_rate_schedule(cfg, num_steps)
+  if cfg.name == 'adam':
+    opt = optax.adam(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
+  elif cfg.name == 'adamw':
+    opt = optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay)
+  else:
+    raise ValueError(f"config.optimizer.name must be 'adam' or 'adamw', got {cfg.name!r}")
+  if cfg.grad_clip_norm:
+    opt = optax.chain(optax.clip_by_global_norm(cfg.grad_clip_norm), opt)
+  return opt, schedule
+
+
+# --------------------------------------------------------------------------- devices
+
+def make_mesh(devices=None) -> Mesh:
+  """A 1-D mesh over all (or the given) devices; axis 'data' shards the batch."""
+  return Mesh(np.asarray(devices if devices is not None else jax.devices()), ('data',))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P('data'))
+
+
+def to_global_batch(batch: dict, mesh: Mesh) -> dict:
+  """Assembles each process's local batch into one global array sharded over 'data'."""
+  sharding = batch_sharded(mesh)
+  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+          for k, v in batch.items()}
+
+
+# --------------------------------------------------------------------------- state and steps
+
+def init_train_state(model, tx, example_batch: dict, seed: int, mesh: Mesh) -> TrainState:
+  """Initializes parameters from one batch, replicated over the mesh."""
+
+  def init(batch):
+    key = jax.random.key(seed)
+    k_params, k_sample, k_train = jax.random.split(key, 3)
+    variables = model.init({'params': k_params, 'sample': k_sample, 'dropout': k_sample},
+                           batch, train=False, method='loss')
+    params = variables['params']
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                      ema_params=params, rng=jax.random.key_data(k_train))
+
+  batch = {k: jnp.asarray(v) for k, v in example_batch.items()}
+  return jax.jit(init, out_shardings=replicated(mesh))(batch)
+
+
+def _batch_metrics(metrics: dict, num_dims: int) -> dict:
+  out = {k: jnp.mean(v) for k, v in metrics.items()}
+  if 'nll' in out:
+    out['bits_per_dim'] = likelihood.bits_per_dim(out['nll'], num_dims)
+  return out
+
+
+def make_train_step(model, tx, schedule, *, ema_decay: float, num_dims: int, mesh: Mesh):
+  """train_step(state, batch) -> (state, metrics), jitted once, donating the old state."""
+
+  def train_step(state: TrainState, batch: dict):
+    rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    k_sample, k_dropout = jax.random.split(rng)
+
+    def loss_fn(params):
+      return model.apply({'params': params}, batch, train=True,
+                         rngs={'sample': k_sample, 'dropout': k_dropout}, method='loss')
+
+    (objective, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    # Averaging warms up like TF's ExponentialMovingAverage(num_updates=step), so short
+    # runs are not evaluated with parameters still close to their initialization.
+    t = state.step.astype(jnp.float32)
+    decay = jnp.minimum(ema_decay, (1.0 + t) / (10.0 + t))
+    ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, params)
+    out = _batch_metrics(metrics, num_dims)
+    out.update(loss=objective, grad_norm=optax.global_norm(grads),
+               learning_rate=schedule(state.step))
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                              ema_params=ema)
+    return new_state, out
+
+  return jax.jit(train_step, in_shardings=(replicated(mesh), batch_sharded(mesh)),
+                 out_shardings=(replicated(mesh), replicated(mesh)), donate_argnums=0)
+
+
+def make_eval_step(model, mesh: Mesh, seed: int):
+  """eval_step(params, batch) -> sums over real examples of each per-example metric."""
+
+  def eval_step(params, batch):
+    batch = dict(batch)
+    weight = batch.pop('example_mask').astype(jnp.float32)
+    rng = jax.random.fold_in(jax.random.key(seed), 0x5EED)
+    _, metrics = model.apply({'params': params}, batch, train=False,
+                             rngs={'sample': rng, 'dropout': rng}, method='loss')
+    sums = {}
+    for k, v in metrics.items():
+      v = jnp.asarray(v, jnp.float32)
+      sums[k] = jnp.sum(v * weight) if v.ndim else v * jnp.sum(weight)
+    sums['count'] = jnp.sum(weight)
+    return sums
+
+  return jax.jit(eval_step, in_shardings=(replicated(mesh), batch_sharded(mesh)),
+                 out_shardings=replicated(mesh))
+
+
+def evaluate(eval_step, params, data: input_pipeline.Datasets, mesh: Mesh) -> dict:
+  """Metrics averaged over every example of the evaluation split; nll in nats/example."""
+  totals: dict[str, float] = {}
+  for batch in data.eval_batches():
+    sums = jax.device_get(eval_step(params, to_global_batch(batch, mesh)))
+    for k, v in sums.items():
+      totals[k] = totals.get(k, 0.0) + float(v)
+  count = totals.pop('count')
+  out = {k: v / count for k, v in totals.items()}
+  if 'nll' in out:
+    out['bits_per_dim'] = float(likelihood.bits_per_dim(out['nll'], data.num_dims))
+  out['num_examples'] = int(count)
+  return out
+
+
+def make_sampler(model, shape: tuple):
+  return jax.jit(lambda params, rng: model.apply({'params': params}, rng, shape, method='sample'))
+
+
+# --------------------------------------------------------------------------- the run
+
+def _save_config(config, workdir: str) -> None:
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+
+
+def _format_time(seconds: float) -> str:
+  seconds = int(max(0, seconds))
+  return f'{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}'
+
+
+def _check_finite(metrics: dict, step: int, ckpt: Checkpointer) -> None:
+  bad = {k: v for k, v in metrics.items() if not np.isfinite(v)}
+  if bad:
+    ckpt.wait()
+    last = ckpt.latest_step()
+    kept = (f'The last good checkpoint (step {last}) in {ckpt.directory} is kept; rerunning '
+            'resumes from it.' if last is not None else 'No checkpoint had been written yet.')
+    raise NaNLossError(
+        f'Training stopped at step {step}: {", ".join(f"{k}={v}" for k, v in bad.items())}. '
+        f'{kept} Try a lower --config.optimizer.learning_rate, gradient clipping '
+        '(--config.optimizer.grad_clip_norm), or check the data for bad values.')
+
+
+class Run:
+  """What every mode needs: data, model, mesh, state (restored if the workdir has one)."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str, *, restore: bool):
+    self.config, self.workdir = config, workdir
+    self.data = input_pipeline.create_datasets(
+        config.data, seed=config.seed, process_index=jax.process_index(),
+        process_count=jax.process_count())
+    self.model = build_model(config.model_name, config.model.to_dict())
+    self.mesh = make_mesh()
+    self.tx, self.schedule = create_optimizer(config.optimizer, config.train.num_steps)
+    example = next(iter(self.data.eval_batches()))
+    example.pop('example_mask')
+    self.state = init_train_state(self.model, self.tx, example, config.seed, self.mesh)
+    self.ckpt = Checkpointer(workdir, keep=config.train.keep_checkpoints)
+    self.restored_step = None
+    if restore and self.ckpt.latest_step() is not None:
+      self.state, data_state = self.ckpt.restore(self.state)
+      self.state = jax.device_put(self.state, replicated(self.mesh))
+      if data_state.get('iterator'):
+        self.data.train_iter.set_state(data_state['iterator'])
+      self.restored_step = int(self.state.step)
+    self.eval_step = make_eval_step(self.model, self.mesh, config.seed)
+
+  @property
+  def eval_params(self):
+    return self.state.ema_params if self.config.train.eval_with_ema else self.state.params
+
+  def evaluate(self) -> dict:
+    return evaluate(self.eval_step, self.eval_params, self.data, self.mesh)
+
+  def write_samples(self, step: int, writer: MetricWriter | None = None) -> str | None:
+    """Samples a grid with the evaluation parameters and writes samples/step_N.png."""
+    if self.data.info.kind != 'image' or not hasattr(self.model, 'sample'):
+      return None
+    n = self.config.train.num_samples
+    sampler = make_sampler(self.model, (n, *self.data.example_shape))
+    rng = jax.random.fold_in(jax.random.key(self.config.seed), step + 1)
+    samples = jax.device_get(sampler(self.eval_params, rng))
+    path = os.path.join(self.workdir, 'samples', f'step_{step}.png')
+    if jax.process_index() == 0:
+      grid = images.save_grid(path, samples, self.data.info.num_levels)
+      if writer is not None:
+        writer.write_image(step, 'samples', grid)
+    return path
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains (resuming from `workdir` if it holds a checkpoint), evaluates and samples."""
+  os.makedirs(workdir, exist_ok=True)
+  run = Run(config, workdir, restore=True)
+  _save_config(config, workdir)
+  tc = config.train
+  num_steps = tc.num_steps
+  writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
+  train_step = make_train_step(run.model, run.tx, run.schedule, ema_decay=tc.ema_decay,
+                               num_dims=run.data.num_dims, mesh=run.mesh)
+  n_params = sum(x.size for x in jax.tree.leaves(run.state.params))
+  step = int(run.state.step)
+  if run.restored_step is not None:
+    logging.info('Resumed from %s at step %d.', run.ckpt.directory, step)
+  logging.info('%s with %s parameters on %d device(s); %s examples of %s; %d steps.',
+               config.model_name, f'{n_params:,}', len(jax.devices()),
+               run.data.example_shape, config.data.name, num_steps)
+
+  acc: dict[str, float] = {}
+  acc_n, t_log, step_log = 0, time.time(), step
+  result: dict = {}
+  while step < num_steps:
+    batch = to_global_batch(next(run.data.train_iter), run.mesh)
+    run.state, metrics = train_step(run.state, batch)
+    step += 1
+    metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    _check_finite(metrics, step, run.ckpt)
+    for k, v in metrics.items():
+      acc[k] = acc.get(k, 0.0) + v
+    acc_n += 1
+
+    if step % tc.log_every == 0 or step == num_steps:
+      now = time.time()
+      steps_per_s = (step - step_log) / max(now - t_log, 1e-9)
+      means = {k: v / acc_n for k, v in acc.items()}
+      means['steps_per_s'] = steps_per_s
+      writer.write_scalars(step, means, prefix='train/')
+      bpd = f" | {means['bits_per_dim']:.4f} bits/dim" if 'bits_per_dim' in means else ''
+      logging.info('step %d/%d | loss %.4f%s | %.2f steps/s | %s left', step, num_steps,
+                   means['loss'], bpd, steps_per_s,
+                   _format_time((num_steps - step) / max(steps_per_s, 1e-9)))
+      acc, acc_n, t_log, step_log = {}, 0, now, step
+
+    if step % tc.checkpoint_every == 0 or step == num_steps:
+      # A device-side copy: the next step donates (overwrites) the state buffers while
+      # orbax may still be writing them in the background.
+      snapshot = jax.tree.map(jnp.copy, run.state)
+      run.ckpt.save(step, snapshot, {'iterator': run.data.train_iter.get_state()})
+
+    if (tc.eval_every and step % tc.eval_every == 0) or step == num_steps:
+      result = run.evaluate()
+      writer.write_scalars(step, result, prefix='eval/')
+      logging.info('eval at step %d on %s (%d examples): %s', step, run.data.eval_split,
+                   result['num_examples'], _format_metrics(result))
+
+    if (tc.sample_every and step % tc.sample_every == 0) or step == num_steps:
+      path = run.write_samples(step, writer)
+      if path:
+        logging.info('samples at step %d: %s', step, path)
+    writer.flush()
+
+  if not result:  # the run was already complete: report on the final state
+    result = run.evaluate()
+  run.ckpt.close()
+  writer.close()
+  return {'step': step, **result}
+
+
+def _format_metrics(m: dict) -> str:
+  return ', '.join(f'{k} {v:.4f}' if isinstance(v, float) else f'{k} {v}' for k, v in m.items())
+
+
+def evaluate_run(config, workdir: str) -> dict:
+  run = Run(config, workdir, restore=True)
+  if run.restored_step is None:
+    raise FileNotFoundError(f'No checkpoint in {run.ckpt.directory}: train first '
+                            '(--mode=train).')
+  result = {'step': run.restored_step, **run.evaluate()}
+  run.ckpt.close()
+  return result
+
+
+def sample_run(config, workdir: str) -> str | None:
+  run = Run(config, workdir, restore=True)
+  if run.restored_step is None:
+    raise FileNotFoundError(f'No checkpoint in {run.ckpt.directory}: train first '
+                            '(--mode=train).')
+  path = run.write_samples(run.restored_step)
+  run.ckpt.close()
+  return path

@@ -1,0 +1,1 @@
+"""Latent-variable models (VAE family, belief nets, GAN). See the issues for what lands here."""

@@ -1,0 +1,32 @@
+"""dgm-jax: deep generative models in JAX/Flax."""
+from setuptools import find_packages, setup
+
+setup(
+    name='dgm-jax',
+    version='0.1.0',
+    description='Deep generative models in JAX/Flax: autoregressive, latent-variable, flows.',
+    long_description=open('README.md').read() if __import__('os').path.exists('README.md') else '',
+    long_description_content_type='text/markdown',
+    python_requires='>=3.10',
+    packages=find_packages(include=['autoreg*', 'latent*', 'flows*', 'experiments*',
+                                    'configs*', 'benchmarks*']),
+    install_requires=[
+        'jax>=0.7,<0.11',
+        'flax>=0.11,<0.13',
+        'optax>=0.2.5,<0.3',
+        'orbax-checkpoint>=0.11.20,<0.13',
+        'tensorflow-datasets>=4.9.9,<5',
+        'grain>=0.2.12,<0.3',
+        'absl-py>=2.1,<3',
+        'ml-collections>=1.0,<2',
+        'numpy>=1.26,<3',
+        'pillow>=10,<14',
+        'tensorboardX>=2.6,<3',     # TensorBoard event files without TensorFlow
+        'scikit-learn>=1.3,<2',     # ships the 8x8 digits of the offline demo
+    ],
+    extras_require={
+        'test': ['pytest>=8,<10', 'chex>=0.1.90,<0.2'],
+        'bench': ['torch>=2.4,<2.15'],
+        'tf': ['tensorflow>=2.16', 'importlib_resources'],
+    },
+)
