@@ -1,0 +1,59 @@
+"""Notebook access to a finished (or running) run: `experiments.load_run(workdir)`.
+
+  run = experiments.load_run('runs/digits')
+  samples = run.model.apply({'params': run.params}, jax.random.key(0), (16, 8, 8, 1),
+                            method='sample')
+  log_p = run.model.apply({'params': run.params}, images, method='log_prob')
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import orbax.checkpoint as ocp
+
+from experiments.checkpointing import CheckpointError
+from experiments.models import build_model
+
+
+@dataclasses.dataclass
+class LoadedRun:
+  config: ml_collections.ConfigDict
+  model: nn.Module
+  params: Any            # the EMA parameters (what evaluation and sampling use)
+  raw_params: Any        # the optimizer's current parameters
+  step: int
+  workdir: str
+
+
+def load_run(workdir: str, step: int | None = None) -> LoadedRun:
+  """Loads config.json and the latest (or given) checkpoint's parameters from `workdir`."""
+  config_path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(config_path):
+    raise FileNotFoundError(f'{config_path} not found: {workdir} is not a run directory '
+                            '(train one with python -m experiments.main --workdir=...).')
+  with open(config_path) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  model = build_model(config.model_name, config.model.to_dict())
+  directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
+  with ocp.CheckpointManager(directory, item_names=('state', 'data'),
+                             options=ocp.CheckpointManagerOptions(read_only=True)) as mngr:
+    step = mngr.latest_step() if step is None else step
+    if step is None:
+      raise CheckpointError(f'No checkpoint in {directory}.')
+    try:
+      # Without a target the state restores as nested dicts of arrays; only the
+      # parameter trees are needed here, so the optimizer's structure does not matter.
+      state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))['state']
+    except Exception as e:
+      raise CheckpointError(f'Checkpoint {directory}/{step} could not be restored '
+                            f'({type(e).__name__}: {e}).') from e
+  to_jnp = lambda t: jax.tree.map(jnp.asarray, t)
+  return LoadedRun(config=config, model=model, params=to_jnp(state['ema_params']),
+                   raw_params=to_jnp(state['params']), step=step, workdir=workdir)
