@@ -62,14 +62,19 @@ class PixelCNN(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    """Logits [B, H, W, C, num_levels] of each sub-pixel given all earlier ones."""
+    """Logits [B, H, W, C, num_levels] of each sub-pixel given all earlier ones.
+
+    x: integer images in {0..num_levels-1}, or floats already scaled to [-1, 1] (so
+    gradients with respect to the input can be taken, as the causality tests do).
+    """
     del train  # no dropout or batch statistics
     if x.ndim != 4 or x.shape[-1] != self.num_channels:
       raise ValueError(f'PixelCNN expects [B, H, W, {self.num_channels}] images, got '
                        f'shape {x.shape}')
     c = self.num_colors
-    h = MaskedConv2D(self.features, (self.first_kernel,) * 2, 'A', c)(
-        to_network_input(x, self.num_levels))
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+      x = to_network_input(x, self.num_levels)
+    h = MaskedConv2D(self.features, (self.first_kernel,) * 2, 'A', c)(x)
     for _ in range(self.num_layers):
       h = ResidualBlock(self.features, self.kernel_size, c)(h)
     h = MaskedConv2D(self.output_features, (1, 1), 'B', c)(nn.relu(h))

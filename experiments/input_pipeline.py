@@ -151,6 +151,10 @@ def _prepare_split(cfg, info: DatasetInfo, spec: str, train: bool) -> tuple[dict
   return arrays, transform
 
 
+def _round_up(n: int, multiple: int) -> int:
+  return -(-n // multiple) * multiple
+
+
 def _eval_shard(arrays, process_index, process_count):
   """This process's strided shard, padded so every process runs the same number of batches.
 
@@ -167,22 +171,23 @@ def _eval_shard(arrays, process_index, process_count):
   return shard, per_process
 
 
-def create_datasets(cfg, *, seed: int, process_index: int = 0, process_count: int = 1
-                    ) -> Datasets:
+def create_datasets(cfg, *, seed: int, process_index: int = 0, process_count: int = 1,
+                    eval_batch_multiple: int = 1) -> Datasets:
   """Train iterator and evaluation batches for a config's `data` section.
 
   cfg fields: name, source ('auto' | 'local' | 'tfds'), local_dir (None falls back to
   $DGM_DATA_DIR), batch_size (global), eval_batch_size (global), eval_split, and per kind:
   seq_len (text), crop_length (audio), eval_binarization_seed (binarized images).
+  The per-process evaluation batch is rounded up to a multiple of `eval_batch_multiple`
+  (the local device count) so it shards evenly; padding is masked out.
   """
   if cfg.name not in datasets.NAMES:
     raise DataError(f'Unknown data set config.data.name={cfg.name!r}; choose one of '
                     f'{", ".join(datasets.NAMES)}.')
   info = datasets.get_info(cfg.name)
-  for field in ('batch_size', 'eval_batch_size'):
-    if cfg[field] % process_count:
-      raise ValueError(f'config.data.{field}={cfg[field]} is not divisible by the '
-                       f'{process_count} processes.')
+  if cfg.batch_size % process_count:
+    raise ValueError(f'config.data.batch_size={cfg.batch_size} is not divisible by the '
+                     f'{process_count} processes.')
 
   train_arrays, transform = _prepare_split(cfg, info, cfg.train_split, train=True)
   ds = grain.MapDataset.source(_ArraySource(train_arrays)).shuffle(seed=seed).repeat()
@@ -196,5 +201,6 @@ def create_datasets(cfg, *, seed: int, process_index: int = 0, process_count: in
   eval_arrays, n_eval = _eval_shard(eval_arrays, process_index, process_count)
   return Datasets(info=info, train_iter=train_iter, eval_split=cfg.eval_split,
                   _eval_source=eval_arrays,
-                  eval_batch_size=cfg.eval_batch_size // process_count,
+                  eval_batch_size=_round_up(_round_up(cfg.eval_batch_size, process_count)
+                                            // process_count, eval_batch_multiple),
                   num_eval_examples=n_eval)

@@ -144,7 +144,10 @@ def make_train_step(model, tx, schedule, *, ema_decay: float, num_dims: int, mes
     decay = jnp.minimum(ema_decay, (1.0 + t) / (10.0 + t))
     ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, params)
     out = _batch_metrics(metrics, num_dims)
+    # A non-finite update (not only a non-finite loss) must stop the run before the
+    # broken parameters reach a checkpoint.
     out.update(loss=objective, grad_norm=optax.global_norm(grads),
+               update_norm=optax.global_norm(updates),
                learning_rate=schedule(state.step))
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                               ema_params=ema)
@@ -226,9 +229,13 @@ class Run:
     self.config, self.workdir = config, workdir
     self.data = input_pipeline.create_datasets(
         config.data, seed=config.seed, process_index=jax.process_index(),
-        process_count=jax.process_count())
+        process_count=jax.process_count(), eval_batch_multiple=jax.local_device_count())
     self.model = build_model(config.model_name, config.model.to_dict())
     self.mesh = make_mesh()
+    n_dev = self.mesh.devices.size
+    if config.data.batch_size % n_dev:
+      raise ValueError(f'config.data.batch_size={config.data.batch_size} must be a multiple of '
+                       f'the {n_dev} devices it is sharded over.')
     self.tx, self.schedule = create_optimizer(config.optimizer, config.train.num_steps)
     example = next(iter(self.data.eval_batches()))
     example.pop('example_mask')

@@ -1,0 +1,34 @@
+"""Test-session setup: 8 simulated CPU devices (before JAX is imported) and shared helpers."""
+import os
+import sys
+
+# The multi-device tests shard over 8 host devices; ordinary computations still run on
+# device 0. Must be set before jax is imported anywhere.
+os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
+
+import pytest  # pylint: disable=g-import-not-at-top
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+  sys.path.insert(0, REPO)
+
+
+def shared_data_dir():
+  """$DGM_DATA_DIR, else ../shared/data beside the repo, if it holds MNIST; else None."""
+  path = os.environ.get('DGM_DATA_DIR') or os.path.join(os.path.dirname(REPO), 'shared', 'data')
+  return path if os.path.exists(os.path.join(path, 'mnist', 't10k-images-idx3-ubyte.gz')) else None
+
+
+@pytest.fixture
+def data_dir():
+  path = shared_data_dir()
+  if path is None:
+    pytest.skip('MNIST files not found: set DGM_DATA_DIR to a directory holding mnist/.')
+  return path
+
+
+def pytest_configure(config):
+  del config
+  import jax  # pylint: disable=g-import-not-at-top
+  # Tests run tiny models, where XLA's optimization passes cost more than they save.
+  jax.config.update('jax_disable_most_optimizations', True)
