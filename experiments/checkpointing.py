@@ -19,9 +19,28 @@ class CheckpointError(Exception):
   """A checkpoint that cannot be restored into this config's train state."""
 
 
-def _shapes(tree) -> dict[str, tuple]:
-  flat, _ = jax.tree_util.tree_flatten_with_path(tree)
-  return {jax.tree_util.keystr(path): tuple(getattr(leaf, 'shape', ())) for path, leaf in flat}
+def _key_name(k) -> str:
+  for attr in ('key', 'name', 'idx'):
+    if hasattr(k, attr):
+      return str(getattr(k, attr))
+  return str(k)
+
+
+def _param_shapes(tree) -> dict[str, tuple]:
+  """'a/b/kernel' -> shape for the model parameters of a state or its checkpoint metadata.
+
+  Only `params` is compared: the optimizer's state follows the parameters' shapes, and its
+  container types (named tuples) are spelled differently in orbax's metadata.
+  """
+  params = tree.params if hasattr(tree, 'params') else tree['params']
+  flat, _ = jax.tree_util.tree_flatten_with_path(params)
+  return {'/'.join(_key_name(k) for k in path): tuple(getattr(leaf, 'shape', ()))
+          for path, leaf in flat}
+
+
+def item_handlers() -> dict:
+  """Handlers named up front, so metadata can be read before anything is saved."""
+  return {'state': ocp.StandardCheckpointHandler(), 'data': ocp.JsonCheckpointHandler()}
 
 
 class Checkpointer:
@@ -34,8 +53,8 @@ class Checkpointer:
         preservation_policy=ocp.checkpoint_managers.LatestN(keep),
         enable_async_checkpointing=True,
         cleanup_tmp_directories=True)
-    self._manager = ocp.CheckpointManager(
-        self.directory, options=options, item_names=('state', 'data'))
+    self._manager = ocp.CheckpointManager(self.directory, options=options,
+                                          item_handlers=item_handlers())
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -65,8 +84,9 @@ class Checkpointer:
     except Exception as e:  # orbax raises many types for unreadable metadata
       raise CheckpointError(f'Checkpoint {step_dir} is unreadable or corrupt ({type(e).__name__}: '
                             f'{e}). {fix}') from e
-    if saved is not None:
-      self._check_shapes(saved, target_state, step_dir)
+    if saved is None:
+      raise CheckpointError(f'Checkpoint {step_dir} has no readable state metadata. {fix}')
+    self._check_shapes(saved, target_state, step_dir)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target_state)
     try:
       restored = self._manager.restore(step, args=ocp.args.Composite(
@@ -78,8 +98,8 @@ class Checkpointer:
 
   @staticmethod
   def _check_shapes(saved_meta, target_state, step_dir: str) -> None:
-    saved = _shapes(saved_meta)
-    wanted = _shapes(target_state)
+    saved = _param_shapes(saved_meta)
+    wanted = _param_shapes(target_state)
     missing = sorted(set(wanted) - set(saved))
     extra = sorted(set(saved) - set(wanted))
     differ = [(k, saved[k], wanted[k]) for k in sorted(set(saved) & set(wanted))

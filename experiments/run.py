@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 import orbax.checkpoint as ocp
 
-from experiments.checkpointing import CheckpointError
+from experiments.checkpointing import CheckpointError, item_handlers
 from experiments.models import build_model
 
 
@@ -42,7 +42,7 @@ def load_run(workdir: str, step: int | None = None) -> LoadedRun:
     config = ml_collections.ConfigDict(json.load(f))
   model = build_model(config.model_name, config.model.to_dict())
   directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
-  with ocp.CheckpointManager(directory, item_names=('state', 'data'),
+  with ocp.CheckpointManager(directory, item_handlers=item_handlers(),
                              options=ocp.CheckpointManagerOptions(read_only=True)) as mngr:
     step = mngr.latest_step() if step is None else step
     if step is None:
