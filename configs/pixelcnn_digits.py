@@ -5,8 +5,8 @@ with no download: 1,500 training images, 297 test images.
 
   python -m experiments.main --config=configs/pixelcnn_digits.py --workdir=runs/digits
 
-Result: see the README's model table (test NLL in nats per image and bits/dim, with the
-hardware and wall time of the run that produced it).
+Result (2026-11-22, 2-core CPU shared with another training run, 114 s wall):
+test NLL 81.00 nats per image, 1.826 bits/dim (297 test images; 80.67 at step 500).
 `configs/pixelcnn_digits.py:tiny` is the same model, smaller, for tests (< 30 s).
 """
 from configs import common
@@ -29,8 +29,9 @@ def get_config(arg: str | None = None):
 
   c.optimizer.learning_rate = 3e-3
   c.optimizer.warmup_steps = 100
-  c.train.num_steps = 2000
+  c.train.num_steps = 1000
   c.train.log_every = 100
+  c.train.eval_every = 250
   c.train.checkpoint_every = 500
   c.train.ema_decay = 0.995
   c.train.num_samples = 64

@@ -14,7 +14,7 @@ def to_uint8(images, num_levels: int) -> np.ndarray:
 
 
 def make_grid(images_uint8: np.ndarray, ncols: int | None = None, pad: int = 1,
-              min_size: int = 256) -> np.ndarray:
+              min_size: int = 512) -> np.ndarray:
   """Tiles [N, H, W, C] uint8 images into one [rows*H', cols*W', 3] image.
 
   Small images are upscaled by an integer factor (nearest neighbour) so the grid is at
