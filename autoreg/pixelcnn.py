@@ -95,7 +95,7 @@ class PixelCNN(nn.Module):
     nll = -self.log_prob(batch['image'])
     return nll.mean(), {'nll': nll}
 
-  def sample(self, rng, shape, temperature: float = 1.0, init=None, start: int = 0):
+  def sample(self, rng, shape, temperature: float = 1.0, init=None, start=0):
     """Naive ancestral sampling: one full forward pass per sub-pixel, in a compiled loop.
 
     Draw for sub-pixel index t (raster order, then colour) uses

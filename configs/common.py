@@ -44,4 +44,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.keep_checkpoints = 3
   c.train.ema_decay = 0.999
   c.train.eval_with_ema = True
+
+  c.sample = ml_collections.ConfigDict()
+  c.sample.sampler = 'naive'       # 'naive' (full network per sub-pixel) or 'cached'
+  c.sample.temperature = 1.0
+  c.sample.completion_rows = 0     # > 0: --mode=sample completes test images from this many rows
+  c.sample.num_images = 8          # test images to complete
+  c.sample.num_completions = 3     # completions per test image
   return c

@@ -9,6 +9,7 @@ import flax.linen as nn
 # name -> 'module:Class'. Imported lazily so one family's import errors don't break others.
 MODELS = {
     'pixelcnn': 'autoreg.pixelcnn:PixelCNN',
+    'gated_pixelcnn': 'autoreg.gated_pixelcnn:GatedPixelCNN',
 }
 
 

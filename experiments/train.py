@@ -192,10 +192,6 @@ def evaluate(eval_step, params, data: input_pipeline.Datasets, mesh: Mesh) -> di
   return out
 
 
-def make_sampler(model, shape: tuple):
-  return jax.jit(lambda params, rng: model.apply({'params': params}, rng, shape, method='sample'))
-
-
 # --------------------------------------------------------------------------- the run
 
 def _save_config(config, workdir: str) -> None:
@@ -257,19 +253,63 @@ class Run:
   def evaluate(self) -> dict:
     return evaluate(self.eval_step, self.eval_params, self.data, self.mesh)
 
+  def _sample(self, rng, shape, **kwargs):
+    """Samples with the configured sampler ('naive' or 'cached') and temperature."""
+    sc = self.config.sample
+    method = {'naive': 'sample', 'cached': 'sample_cached'}[sc.sampler]
+    if not hasattr(self.model, method):
+      raise ValueError(f'config.sample.sampler={sc.sampler!r}: {type(self.model).__name__} '
+                       f'has no {method} method.')
+    fn = jax.jit(lambda params, rng, kw: self.model.apply(
+        {'params': params}, rng, shape, temperature=sc.temperature, method=method, **kw))
+    return jax.device_get(fn(self.eval_params, rng, kwargs))
+
   def write_samples(self, step: int, writer: MetricWriter | None = None) -> str | None:
-    """Samples a grid with the evaluation parameters and writes samples/step_N.png."""
+    """Writes samples/step_N.png: a grid of samples, one row per class for a
+    class-conditional model."""
     if self.data.info.kind != 'image' or not hasattr(self.model, 'sample'):
       return None
     n = self.config.train.num_samples
-    sampler = make_sampler(self.model, (n, *self.data.example_shape))
     rng = jax.random.fold_in(jax.random.key(self.config.seed), step + 1)
-    samples = jax.device_get(sampler(self.eval_params, rng))
+    kwargs, ncols = {}, None
+    num_classes = getattr(self.model, 'num_classes', 0)
+    if num_classes:
+      per_class = max(1, n // num_classes)
+      kwargs['label'] = jnp.repeat(jnp.arange(num_classes), per_class)
+      n, ncols = num_classes * per_class, per_class
+    samples = self._sample(rng, (n, *self.data.example_shape), **kwargs)
     path = os.path.join(self.workdir, 'samples', f'step_{step}.png')
     if jax.process_index() == 0:
-      grid = images.save_grid(path, samples, self.data.info.num_levels)
+      grid = images.save_grid(path, samples, self.data.info.num_levels, ncols=ncols)
       if writer is not None:
         writer.write_image(step, 'samples', grid)
+    return path
+
+  def write_completions(self, step: int) -> str | None:
+    """The PixelRNN paper's occlusion completions: the top `completion_rows` rows of test
+    images are given, the rest sampled. Writes samples/completions_step_N.png with one
+    column per test image: the original, the occluded input, then the completions."""
+    sc = self.config.sample
+    if self.data.info.kind != 'image':
+      raise ValueError('Completion needs an image data set.')
+    batch = next(iter(self.data.eval_batches()))
+    n = min(sc.num_images, int(batch['example_mask'].sum()))
+    originals = jnp.asarray(batch['image'][:n], jnp.int32)
+    h, w, c = originals.shape[1:]
+    rows = sc.completion_rows
+    if not 0 < rows < h:
+      raise ValueError(f'config.sample.completion_rows={rows} must be between 1 and {h - 1}.')
+    occluded = originals.at[:, rows:].set(0)
+    kwargs = {'init': jnp.tile(occluded, (sc.num_completions, 1, 1, 1)),
+              'start': rows * w * c}
+    if getattr(self.model, 'num_classes', 0):
+      kwargs['label'] = jnp.tile(jnp.asarray(batch['label'][:n]), sc.num_completions)
+    rng = jax.random.fold_in(jax.random.key(self.config.seed), step + 2)
+    completions = self._sample(rng, (n * sc.num_completions, h, w, c), **kwargs)
+    grid = np.concatenate([np.asarray(originals), np.asarray(occluded), completions])
+    path = os.path.join(self.workdir, 'samples', f'completions_step_{step}.png')
+    if jax.process_index() == 0:
+      images.save_grid(path, grid, self.data.info.num_levels, ncols=n)
     return path
 
 
@@ -360,6 +400,9 @@ def sample_run(config, workdir: str) -> str | None:
   if run.restored_step is None:
     raise FileNotFoundError(f'No checkpoint in {run.ckpt.directory}: train first '
                             '(--mode=train).')
-  path = run.write_samples(run.restored_step)
+  if config.sample.completion_rows:
+    path = run.write_completions(run.restored_step)
+  else:
+    path = run.write_samples(run.restored_step)
   run.ckpt.close()
   return path

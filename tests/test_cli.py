@@ -48,6 +48,9 @@ def test_train_eval_sample_and_load_run(tmp_path):
   assert json.loads(r.stdout.strip().splitlines()[-1])['nll'] == pytest.approx(result['nll'])
   r = _cli(TINY, f'--workdir={workdir}', '--mode=sample')
   assert r.returncode == 0 and 'samples:' in r.stdout
+  r = _cli(TINY, f'--workdir={workdir}', '--mode=sample', '--config.sample.completion_rows=4')
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert os.path.exists(os.path.join(workdir, 'samples', 'completions_step_20.png'))
 
   import jax  # the notebook path
   run = experiments.load_run(workdir)
