@@ -11,24 +11,28 @@ import pytest
 from autoreg.gated_pixelcnn import GatedPixelCNN
 from autoreg.pixelcnn import PixelCNN
 
-# Compiling the samplers' loops and the Jacobians dominates on a 2-core CPU; tiny models
-# run fast enough unoptimized.
-jax.config.update('jax_disable_most_optimizations', True)
-
 
 def _random_params(model, shape, seed=0, **kwargs):
-  """Initialized parameters with every bias and weight perturbed, so no connection is
-  accidentally zero and a zero gradient means 'not connected', not 'unlucky'."""
+  """Random parameters with nonzero biases, so no connection is accidentally zero and a
+  zero gradient means 'not connected', not 'unlucky'. Biases are positive so that the
+  summed skip connections mostly pass the output ReLU: with a few units per colour group,
+  all of them off at a pixel would cut that pixel off from its inputs.
 
-  @jax.jit  # one compilation instead of one per op of an eager init
-  def init(kwargs):
-    params = model.init(jax.random.key(seed), jnp.zeros(shape, jnp.int32), **kwargs)
-    leaves, tree = jax.tree.flatten(params)
-    keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
-    leaves = [l + 0.3 * jax.random.normal(k, l.shape) for l, k in zip(leaves, keys)]
-    return jax.tree.unflatten(tree, leaves)
+  Drawn in NumPy into the tree's shapes: compiling the model's init (and its many
+  threefry calls) would cost seconds per test on a small CPU.
+  """
+  shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros(shape, jnp.int32),
+                          **kwargs)
+  rng = np.random.default_rng(seed)
 
-  return init(kwargs)
+  def draw(leaf):
+    if leaf.ndim == 1:
+      return jnp.asarray(rng.uniform(0.1, 0.5, leaf.shape), jnp.float32)
+    # kernels [..., in, out] at a fan-in scale, so activations stay O(1) through layers
+    scale = 1.0 / np.sqrt(np.prod(leaf.shape[:-1]))
+    return jnp.asarray(scale * rng.standard_normal(leaf.shape), jnp.float32)
+
+  return jax.tree.map(draw, shapes)
 
 
 def _dependencies(model, params, shape):
@@ -55,9 +59,10 @@ def _earlier(shape):
 @pytest.mark.parametrize('num_channels', [1, 3])
 def test_each_output_sees_exactly_every_earlier_subpixel(num_channels):
   # 4 layers of kernel 3 reach 4 pixels in every direction: the whole 5x5 past.
-  # 8 features per colour group, so some skip unit of each group is active (ReLU > 0).
-  model = GatedPixelCNN(num_levels=4, num_channels=num_channels, features=24, num_layers=4,
-                        first_kernel=3, kernel_size=3, output_features=12)
+  # 16 hidden output units per colour group, so that some of each group's are active
+  # (ReLU > 0) at every pixel.
+  model = GatedPixelCNN(num_levels=4, num_channels=num_channels, features=12, num_layers=4,
+                        first_kernel=3, kernel_size=3, output_features=48)
   shape = (1, 5, 5, num_channels)
   dep = _dependencies(model, _random_params(model, shape), shape)
   expected = _earlier(shape)
@@ -70,7 +75,7 @@ def test_receptive_field_is_the_predicted_region():
   # Reach R = first_kernel // 2 + (num_layers - 1) * (kernel_size // 2) = 2 + 1 = 3:
   # the current row's R pixels to the left, and rows i-1-R..i-1 at columns j-R..j+R.
   model = GatedPixelCNN(num_levels=2, features=8, num_layers=2, first_kernel=5,
-                        kernel_size=3, output_features=8)
+                        kernel_size=3, output_features=16)
   shape, reach = (1, 8, 8, 1), 3
   dep = _dependencies(model, _random_params(model, shape), shape)[:, :, 0, :, :, 0]
   rows, cols = np.meshgrid(np.arange(8), np.arange(8), indexing='ij')
@@ -83,14 +88,14 @@ def test_receptive_field_is_the_predicted_region():
 def test_plain_pixelcnn_has_a_blind_spot_and_gated_pixelcnn_does_not():
   shape, (i, j) = (1, 6, 6, 1), (3, 1)
   pixelcnn = PixelCNN(num_levels=2, features=8, num_layers=3, first_kernel=3, kernel_size=3,
-                      output_features=8)
+                      output_features=16)
   gated = GatedPixelCNN(num_levels=2, features=8, num_layers=4, first_kernel=3,
-                        kernel_size=3, output_features=8)
+                        kernel_size=3, output_features=16)
   plain = _dependencies(pixelcnn, _random_params(pixelcnn, shape), shape)[i, j, 0, ..., 0]
   full = _dependencies(gated, _random_params(gated, shape), shape)[i, j, 0, ..., 0]
   # Both stack four kernel-3 layers, which reach 4 pixels in each direction, yet for the
-  # PixelCNN the pixel one row up and two to the right is invisible: masked kernels never look right within a row, and
-  # from row i only columns <= j+1 of row i-1 are reached.
+  # PixelCNN the pixel one row up and two to the right is invisible: masked kernels never
+  # look right within a row, and from row i only columns <= j+1 of row i-1 are reached.
   assert plain[i - 1, j + 1] and not plain[i - 1, j + 2] and not plain[i - 2, j + 3]
   assert full[i - 1, j + 2] and full[i - 2, j + 3]
   np.testing.assert_array_equal(full, _earlier(shape)[i, j, 0, ..., 0])
@@ -98,7 +103,7 @@ def test_plain_pixelcnn_has_a_blind_spot_and_gated_pixelcnn_does_not():
 
 def test_label_and_cond_map_condition_every_output():
   model = GatedPixelCNN(num_levels=3, features=8, num_layers=2, first_kernel=3,
-                        output_features=8, num_classes=4)
+                        output_features=16, num_classes=4)
   x = jax.random.randint(jax.random.key(0), (2, 4, 4, 1), 0, 3)
   label, cmap = jnp.array([0, 1]), jax.random.normal(jax.random.key(1), (2, 4, 4, 2))
   params = _random_params(model, x.shape, label=label, cond_map=cmap)

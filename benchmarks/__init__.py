@@ -1,0 +1,1 @@
+"""Speed and quality measurements, run as `python -m benchmarks.NAME` (never part of tests)."""
