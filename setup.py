@@ -13,7 +13,7 @@ setup(
     install_requires=[
         'jax>=0.7,<0.11',
         'flax>=0.11,<0.13',
-        'optax>=0.2.5,<0.3',
+        'optax>=0.2.6,<0.3',
         'orbax-checkpoint>=0.11.20,<0.13',
         'tensorflow-datasets>=4.9.9,<5',
         'grain>=0.2.12,<0.3',

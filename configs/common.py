@@ -52,3 +52,18 @@ def base_config() -> ml_collections.ConfigDict:
   c.sample.num_images = 8          # test images to complete
   c.sample.num_completions = 3     # completions per test image
   return c
+
+
+def tiny_image_preset(c: ml_collections.ConfigDict) -> None:
+  """A model and run small enough for the test suite (seconds on 2 CPU cores)."""
+  c.model.features = 16 if c.model.num_channels == 1 else 12
+  c.model.num_layers = 2
+  c.model.first_kernel = 3
+  c.model.output_features = 16 if c.model.num_channels == 1 else 12
+  c.data.batch_size = 16
+  c.data.eval_split = 'test[:256]'
+  c.optimizer.warmup_steps = 5
+  c.train.num_steps = 10
+  c.train.log_every = 5
+  c.train.checkpoint_every = 10
+  c.train.num_samples = 4

@@ -146,8 +146,8 @@ def make_train_step(model, tx, schedule, *, ema_decay: float, num_dims: int, mes
     out = _batch_metrics(metrics, num_dims)
     # A non-finite update (not only a non-finite loss) must stop the run before the
     # broken parameters reach a checkpoint.
-    out.update(loss=objective, grad_norm=optax.global_norm(grads),
-               update_norm=optax.global_norm(updates),
+    out.update(loss=objective, grad_norm=optax.tree.norm(grads),
+               update_norm=optax.tree.norm(updates),
                learning_rate=schedule(state.step))
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                               ema_params=ema)
