@@ -10,13 +10,15 @@ setup(
     python_requires='>=3.10',
     packages=find_packages(include=['autoreg*', 'latent*', 'flows*', 'experiments*',
                                     'configs*', 'benchmarks*']),
+    # Lower bounds are the versions the test suite ran on (2026-11); upper bounds guard
+    # against API changes in the next minor release.
     install_requires=[
-        'jax>=0.7,<0.11',
-        'flax>=0.11,<0.13',
-        'optax>=0.2.6,<0.3',
-        'orbax-checkpoint>=0.11.20,<0.13',
+        'jax>=0.10,<0.11',
+        'flax>=0.12,<0.13',
+        'optax>=0.2.8,<0.3',
+        'orbax-checkpoint>=0.12,<0.13',
         'tensorflow-datasets>=4.9.9,<5',
-        'grain>=0.2.12,<0.3',
+        'grain>=0.2.18,<0.3',
         'absl-py>=2.1,<3',
         'ml-collections>=1.0,<2',
         'numpy>=1.26,<3',

@@ -24,12 +24,22 @@ stack is residual after its first layer; 1x1 skip connections from every layer a
 and fed to ReLU -> 1x1 -> ReLU -> 1x1 output layers that give num_channels * num_levels
 logits per pixel.
 
+With output='logistic_mixture' the head instead gives the parameters of PixelCNN++'s
+discretized logistic mixture for the whole pixel (Salimans, Karpathy, Chen & Kingma 2017,
+arXiv 1701.05517, Eq. 2-3; autoreg.distributions): p(x) = prod_(i,j) p(x_ij | x_<ij), one
+factor per pixel, with R -> G -> B coupled inside the pixel through the mixture's linear
+mean coefficients rather than through the network. Every output of pixel (i, j) must then
+be blind to all of that pixel's channels, so the masks use a single colour group: the
+first horizontal layer's current-pixel tap is masked out entirely (mask A with one group)
+and later layers' are open (mask B). Outputs at (i, j) see exactly the pixels strictly
+before (i, j) in raster order, all channels.
+
 `sample_cached` is the fast generation of Ramachandran et al., "Fast Generation for
 Convolutional Autoregressive Models", ICLR workshop 2017, arXiv 1704.06001: each layer's
 activations are computed once per new row (vertical stack) or per new sub-pixel
 (horizontal stack) from cached state, rather than re-running the network on the whole
 image for every sub-pixel as `sample` does. Both samplers draw the same samples under the
-same key.
+same key. With the mixture head both step per pixel instead of per sub-pixel.
 """
 from __future__ import annotations
 
@@ -40,6 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from autoreg import distributions
 from autoreg import likelihood
 from autoreg.masked import pixelcnn_mask
 from autoreg.pixelcnn import to_network_input
@@ -109,6 +120,10 @@ class GatedPixelCNN(nn.Module):
     kernel_size: k of every later layer.
     output_features: channels of the hidden 1x1 output layer (a multiple of num_channels).
     num_classes: classes of the label h of Eq. 4; 0 for an unconditional model.
+    output: 'categorical' (num_levels-way softmax per sub-pixel, colours masked into groups)
+      or 'logistic_mixture' (PixelCNN++'s discretized logistic mixture per pixel; then
+      features and output_features need not be multiples of num_channels).
+    num_mixtures: K, logistic components per pixel in 'logistic_mixture' mode.
 
   A spatial conditioning map (Eq. 5) is a call argument, `cond_map`; its 1x1 projections
   are created at `init`, so initialize with a cond_map to use one.
@@ -121,15 +136,30 @@ class GatedPixelCNN(nn.Module):
   kernel_size: int = 3
   output_features: int = 256
   num_classes: int = 0
+  output: str = 'categorical'
+  num_mixtures: int = 10
+
+  @property
+  def _mixture(self) -> bool:
+    return self.output == 'logistic_mixture'
 
   def setup(self):
+    if self.output not in ('categorical', 'logistic_mixture'):
+      raise ValueError("GatedPixelCNN output must be 'categorical' or 'logistic_mixture', "
+                       f'got {self.output!r}')
+    if self._mixture and self.num_mixtures < 1:
+      raise ValueError(f'num_mixtures must be >= 1, got {self.num_mixtures}')
     kernels = [self.first_kernel] + [self.kernel_size] * (self.num_layers - 1)
     if self.num_layers < 1 or any(k < 1 or k % 2 == 0 for k in kernels):
       raise ValueError('GatedPixelCNN needs num_layers >= 1 and odd kernel sizes, got '
                        f'num_layers={self.num_layers}, first_kernel={self.first_kernel}, '
                        f'kernel_size={self.kernel_size}')
     self.pads = [k // 2 for k in kernels]
-    f2, c = 2 * self.features, self.num_channels
+    f2 = 2 * self.features
+    # Colour groups of the current-pixel masks: one per channel for per-sub-pixel logits;
+    # one for the mixture head, whose outputs are for the whole pixel and so must not see
+    # any of its channels.
+    c = 1 if self._mixture else self.num_channels
     self.vertical = [Conv(f2, (p + 1, 2 * p + 1)) for p in self.pads]
     self.horizontal = [Conv(f2, (1, p + 1), 'A' if l == 0 else 'B', c, gated=True)
                        for l, p in enumerate(self.pads)]
@@ -143,7 +173,14 @@ class GatedPixelCNN(nn.Module):
       self.label_proj = [nn.Dense(f2, use_bias=False) for _ in kernels]
     self.map_proj = [Conv(f2, use_bias=False) for _ in kernels]
     self.hidden_out = Conv(self.output_features, mask_type='B', num_colors=c)
-    self.logits_out = Conv(c * self.num_levels, mask_type='B', num_colors=c)
+    # Named logits_out in both modes so categorical checkpoints keep their parameter names.
+    self.logits_out = Conv(self._head_features, mask_type='B', num_colors=c)
+
+  @property
+  def _head_features(self) -> int:
+    if self._mixture:
+      return distributions.num_params(self.num_channels, self.num_mixtures)
+    return self.num_channels * self.num_levels
 
   # -- Pieces shared by the full forward pass and the cached sampler ----------------------
 
@@ -197,7 +234,9 @@ class GatedPixelCNN(nn.Module):
   # -- Entry points -----------------------------------------------------------------------
 
   def __call__(self, x, train: bool = False, label=None, cond_map=None):
-    """Logits [B, H, W, C, num_levels] of each sub-pixel given all earlier ones.
+    """Logits [B, H, W, C, num_levels] of each sub-pixel given all earlier ones; with
+    output='logistic_mixture', mixture parameters [B, H, W, distributions.num_params(C, K)]
+    of each pixel given all earlier pixels.
 
     x: integer images in {0..num_levels-1}, or floats already scaled to [-1, 1] (so
     gradients with respect to the input can be taken). label: int [B] for a
@@ -219,12 +258,18 @@ class GatedPixelCNN(nn.Module):
       h_in, s = self._horizontal(l, h_window, v_pre, cond[l], h_in)
       skip = s if skip is None else skip + s
       v_in = gate(v_pre)
+    out = self._head(skip)
+    if self._mixture:
+      return out
     # Output channel k belongs to colour k // num_levels, matching channel_groups().
-    return self._head(skip).reshape(*x.shape, self.num_levels)
+    return out.reshape(*x.shape, self.num_levels)
 
   def log_prob(self, x, label=None, cond_map=None):
     """Exact log p(x | label, cond_map) per example, in nats. x: int [B, H, W, C]."""
-    return likelihood.categorical_log_prob(self(x, label=label, cond_map=cond_map), x)
+    out = self(x, label=label, cond_map=cond_map)
+    if self._mixture:
+      return distributions.log_prob(out, x, self.num_levels, self.num_mixtures)
+    return likelihood.categorical_log_prob(out, x)
 
   def loss(self, batch, train: bool = True, cond_map=None):
     """The trainer's objective: mean NLL in nats, and per-example metrics."""
@@ -241,9 +286,31 @@ class GatedPixelCNN(nn.Module):
     jax.random.fold_in(rng, t), as in PixelCNN.sample; `sample_cached` reproduces it.
     `init` and `start` continue from a partially given image (sub-pixels before `start`
     are kept).
+
+    With output='logistic_mixture' there is one forward pass per pixel, and pixel index t
+    (raster order) is drawn whole by distributions.sample(jax.random.fold_in(rng, t), ...).
+    `start` still counts sub-pixels in both modes (so `rows * W * C` means the same), and
+    must then be a multiple of C: pixels before start // C are kept. A traced `start` that
+    falls inside a pixel is rounded down, redrawing that whole pixel.
     """
     _, _, wid, ch = shape
     x = jnp.zeros(shape, jnp.int32) if init is None else init.astype(jnp.int32)
+    if self._mixture:
+      if isinstance(start, (int, np.integer)) and start % ch:
+        raise ValueError(f'start={start} counts sub-pixels and must be a multiple of '
+                         f'num_channels={ch} with the logistic mixture head, which draws '
+                         'whole pixels.')
+
+      def pixel(t, x):
+        i, j = jnp.divmod(t, wid)
+        params = self(x, label=label, cond_map=cond_map)
+        params = jax.lax.dynamic_index_in_dim(params, i, 1, keepdims=False)
+        params = jax.lax.dynamic_index_in_dim(params, j, 1, keepdims=False)
+        draw = distributions.sample(jax.random.fold_in(rng, t), params, ch, self.num_levels,
+                                    self.num_mixtures, temperature)
+        return x.at[:, i, j].set(draw.astype(jnp.int32))
+
+      return jax.lax.fori_loop(start // ch, shape[1] * wid, pixel, x)
 
     def body(t, x):
       i, rem = jnp.divmod(t, wid * ch)
@@ -274,8 +341,12 @@ class GatedPixelCNN(nn.Module):
         masked centre taps, and what it writes to the buffers for the next pixel does not
         depend on colours not yet drawn.
 
+    With output='logistic_mixture' the horizontal stack runs once per pixel, and the whole
+    pixel is drawn from the mixture as in `sample`.
+
     Returns samples int [B, H, W, C]; with return_logits, also the logits
-    [B, H, W, C, num_levels] that each draw used (before the temperature).
+    [B, H, W, C, num_levels] that each draw used (before the temperature), or in mixture
+    mode the mixture parameters [B, H, W, num_params(C, K)].
     """
     b, hgt, wid, ch = shape
     lv, f, pads = self.num_levels, self.features, self.pads
@@ -291,8 +362,11 @@ class GatedPixelCNN(nn.Module):
     # hbuf[l]: the current row's horizontal inputs of layer l >= 1, left-padded. Columns
     # >= j still hold the previous row, but each is overwritten before it is read.
     hbuf = [None] + [jnp.zeros((b, 1, wid + p, f), jnp.float32) for p in pads[1:]]
+    # Steps per pixel: one per colour for per-sub-pixel logits, one for the mixture head.
+    steps = 1 if self._mixture else ch
+    out_shape = (b, hgt, wid, self._head_features) if self._mixture else (*shape, lv)
     carry = dict(x=jnp.zeros(shape, jnp.int32), xin=xin, vbuf=vbuf, hbuf=hbuf,
-                 logits=jnp.zeros((*shape, lv), jnp.float32) if return_logits else None)
+                 logits=jnp.zeros(out_shape, jnp.float32) if return_logits else None)
 
     def row(i, carry):
       carry = dict(carry, vbuf=list(carry['vbuf']))
@@ -310,8 +384,8 @@ class GatedPixelCNN(nn.Module):
 
       def subpixel(s, carry):
         carry = dict(carry, hbuf=list(carry['hbuf']))
-        j, c = jnp.divmod(s, ch)
-        t = (i * wid + j) * ch + c
+        j, c = jnp.divmod(s, steps)
+        t = (i * wid + j) * steps + c
         h, skip = None, None
         for l, p in enumerate(pads):
           if l == 0:
@@ -327,6 +401,16 @@ class GatedPixelCNN(nn.Module):
           if h is not None:
             carry['hbuf'][l + 1] = jax.lax.dynamic_update_slice(
                 carry['hbuf'][l + 1], h, (0, 0, j + pads[l + 1], 0))
+        if self._mixture:
+          params = self._head(skip).reshape(b, -1)
+          draw = distributions.sample(jax.random.fold_in(rng, t), params, ch, lv,
+                                      self.num_mixtures, temperature).astype(jnp.int32)
+          carry['x'] = carry['x'].at[:, i, j].set(draw)
+          carry['xin'] = carry['xin'].at[:, i + p0 + 1, j + p0].set(
+              to_network_input(draw, lv))
+          if return_logits:
+            carry['logits'] = carry['logits'].at[:, i, j].set(params)
+          return carry
         logits = self._head(skip).reshape(b, ch, lv)
         step_logits = jax.lax.dynamic_index_in_dim(logits, c, 1, keepdims=False)
         draw = jax.random.categorical(jax.random.fold_in(rng, t), step_logits / temperature)
@@ -338,7 +422,7 @@ class GatedPixelCNN(nn.Module):
           carry['logits'] = carry['logits'].at[:, i, j, c].set(step_logits)
         return carry
 
-      return jax.lax.fori_loop(0, wid * ch, subpixel, carry)
+      return jax.lax.fori_loop(0, wid * steps, subpixel, carry)
 
     carry = jax.lax.fori_loop(0, hgt, row, carry)
     return (carry['x'], carry['logits']) if return_logits else carry['x']

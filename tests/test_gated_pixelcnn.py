@@ -1,6 +1,7 @@
 """Gated PixelCNN: exact dependency sets by gradients (no blind spot, grey and RGB), the
 plain PixelCNN's blind spot, conditioning, likelihood, and the cached sampler drawing
-exactly what the naive sampler draws."""
+exactly what the naive sampler draws; the same for the discretized logistic mixture head
+(whole pixels), whose density also sums to one."""
 import itertools
 
 import jax
@@ -8,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from autoreg import distributions
 from autoreg.gated_pixelcnn import GatedPixelCNN
 from autoreg.pixelcnn import PixelCNN
 
@@ -180,3 +182,98 @@ def test_cached_sampler_draws_exactly_what_the_naive_sampler_draws(
     assert naive.min() >= 0 and naive.max() < num_levels
     assert len(np.unique(np.asarray(naive))) > 1  # not a trivially constant image
     assert np.isfinite(log_prob).all() and (log_prob < 0).all()
+
+
+# -- output='logistic_mixture': PixelCNN++'s mixture over whole pixels ---------------------
+
+
+def _mixture_model(num_channels, num_levels=256, num_mixtures=2, **kwargs):
+  kwargs = dict(dict(features=8, num_layers=4, first_kernel=3, kernel_size=3,
+                     output_features=16), **kwargs)
+  return GatedPixelCNN(num_levels=num_levels, num_channels=num_channels,
+                       output='logistic_mixture', num_mixtures=num_mixtures, **kwargs)
+
+
+@pytest.mark.parametrize('num_channels', [1, 3])
+def test_mixture_outputs_see_exactly_every_earlier_pixel_all_channels(num_channels):
+  # One mixture per pixel couples its colours itself (Eq. 3 of PixelCNN++), so every
+  # parameter at (i, j) must be blind to all channels of (i, j) and of later pixels, and
+  # see all channels of every earlier pixel (4 kernel-3 layers reach the whole 5x5 past).
+  model = _mixture_model(num_channels)
+  shape = (1, 5, 5, num_channels)
+  params = _random_params(model, shape)
+  x = jax.random.uniform(jax.random.key(3), (3, *shape[1:]), minval=-1.0, maxval=1.0)
+  # Per parameter, not summed over them: [H, W, P, batch, H, W, C].
+  jac = jax.jit(jax.jacrev(lambda x: model.apply(params, x).sum(0)))(x)
+  assert jac.shape[2] == distributions.num_params(num_channels, 2)
+  dep = np.asarray((jac != 0).any(axis=(2, 3)))   # [H, W, H, W, C]
+  h, w = shape[1:3]
+  before = (np.arange(h * w)[None, :] < np.arange(h * w)[:, None]).reshape(h, w, h, w)
+  for i, j in itertools.product(range(h), range(w)):
+    expected = np.broadcast_to(before[i, j, ..., None], dep.shape[2:])
+    np.testing.assert_array_equal(dep[i, j], expected, err_msg=f'output pixel {(i, j)}')
+
+
+def test_mixture_log_prob_is_the_mixture_likelihood_of_the_head_output():
+  model = _mixture_model(3, num_layers=2)
+  x = jax.random.randint(jax.random.key(0), (2, 4, 4, 3), 0, 256)
+  params = _random_params(model, x.shape)
+  out, log_prob, (loss, metrics) = jax.jit(lambda x: (
+      model.apply(params, x), model.apply(params, x, method='log_prob'),
+      model.apply(params, {'image': x, 'label': jnp.zeros(2, jnp.int32)}, method='loss')))(x)
+  assert out.shape == (2, 4, 4, distributions.num_params(3, 2))
+  assert np.isfinite(log_prob).all() and (log_prob < 0).all()
+  np.testing.assert_allclose(log_prob, distributions.log_prob(out, x, 256, 2), rtol=1e-6)
+  np.testing.assert_allclose(metrics['nll'], -log_prob, rtol=1e-6)
+  np.testing.assert_allclose(loss, -log_prob.mean(), rtol=1e-6)
+
+
+def test_mixture_probabilities_sum_to_one_over_all_images():
+  # A 1x1 RGB image (the pixel's own R -> G -> B coupling) and a 1x2 one (the second
+  # pixel's mixture conditioned on the first): a causal, normalized model sums to one.
+  def total(shape, num_levels):
+    model = _mixture_model(shape[-1], num_levels, num_layers=2)
+    params = _random_params(model, (1, *shape))
+    values = itertools.product(range(num_levels), repeat=int(np.prod(shape)))
+    x = jnp.asarray(list(values), jnp.int32).reshape(-1, *shape)
+    return jnp.exp(model.apply(params, x, method='log_prob')).sum()
+
+  sums = jax.jit(lambda: (total((1, 1, 3), 4), total((1, 2, 3), 3)))()
+  np.testing.assert_allclose(sums, 1.0, atol=2e-4)
+
+
+@pytest.mark.parametrize('num_channels', [1, 3])
+def test_mixture_cached_sampler_draws_exactly_what_the_naive_sampler_draws(num_channels):
+  model = _mixture_model(num_channels, num_layers=3, first_kernel=5, num_mixtures=3)
+  shape = (3, 5, 6, num_channels)
+  params = _random_params(model, shape)
+
+  @jax.jit
+  def both(rng):
+    naive = model.apply(params, rng, shape, 0.8, method='sample')
+    cached, head = model.apply(params, rng, shape, 0.8, return_logits=True,
+                               method='sample_cached')
+    return naive, cached, head, model.apply(params, cached)
+
+  for seed in range(3):
+    naive, cached, head, full = both(jax.random.key(seed))
+    np.testing.assert_allclose(head, full, atol=1e-4, rtol=1e-4)
+    assert jnp.array_equal(naive, cached), f'seed {seed}'
+    assert naive.min() >= 0 and naive.max() < 256
+    assert len(np.unique(np.asarray(naive))) > 1
+
+
+def test_mixture_sample_continues_from_a_given_start():
+  # `start` counts sub-pixels in both modes; the mixture head draws whole pixels from
+  # start // C on, with the same per-pixel keys as a full draw.
+  model = _mixture_model(3, num_levels=16, num_layers=2)
+  shape = (2, 3, 4, 3)
+  params = _random_params(model, shape)
+  sample = lambda rng, **kw: model.apply(params, rng, shape, method='sample', **kw)
+  full = jax.jit(sample)(jax.random.key(1))
+  start = 5 * 3   # pixel 5 = (1, 1)
+  init = full.at[:, 1, 1:].set(0).at[:, 2].set(0)
+  resumed = jax.jit(lambda r, i: sample(r, init=i, start=start))(jax.random.key(1), init)
+  assert jnp.array_equal(resumed, full)
+  with pytest.raises(ValueError, match='multiple of'):
+    sample(jax.random.key(1), init=init, start=start + 1)
