@@ -253,12 +253,15 @@ class Run:
   def evaluate(self) -> dict:
     return evaluate(self.eval_step, self.eval_params, self.data, self.mesh)
 
-  def _sample(self, rng, shape, **kwargs):
+  def _sample(self, rng, shape, sampler: str | None = None, **kwargs):
     """Samples with the configured sampler ('naive' or 'cached') and temperature."""
     sc = self.config.sample
-    method = {'naive': 'sample', 'cached': 'sample_cached'}[sc.sampler]
+    sampler = sampler or sc.sampler
+    if sampler not in ('naive', 'cached'):
+      raise ValueError(f"config.sample.sampler must be 'naive' or 'cached', got {sampler!r}")
+    method = {'naive': 'sample', 'cached': 'sample_cached'}[sampler]
     if not hasattr(self.model, method):
-      raise ValueError(f'config.sample.sampler={sc.sampler!r}: {type(self.model).__name__} '
+      raise ValueError(f'config.sample.sampler={sampler!r}: {type(self.model).__name__} '
                        f'has no {method} method.')
     fn = jax.jit(lambda params, rng, kw: self.model.apply(
         {'params': params}, rng, shape, temperature=sc.temperature, method=method, **kw))
@@ -305,7 +308,10 @@ class Run:
     if getattr(self.model, 'num_classes', 0):
       kwargs['label'] = jnp.tile(jnp.asarray(batch['label'][:n]), sc.num_completions)
     rng = jax.random.fold_in(jax.random.key(self.config.seed), step + 2)
-    completions = self._sample(rng, (n * sc.num_completions, h, w, c), **kwargs)
+    # The naive sampler continues from a given prefix (init/start); the cached one always
+    # starts from an empty image.
+    completions = self._sample(rng, (n * sc.num_completions, h, w, c), sampler='naive',
+                               **kwargs)
     grid = np.concatenate([np.asarray(originals), np.asarray(occluded), completions])
     path = os.path.join(self.workdir, 'samples', f'completions_step_{step}.png')
     if jax.process_index() == 0:

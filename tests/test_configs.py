@@ -49,13 +49,14 @@ def _fake_cifar(root, n_train=64, n_test=32):
   return str(root)
 
 
-def test_gated_rgb_tiny_trains_on_cifar_format_files(tmp_path):
+@pytest.mark.parametrize('preset', ['tiny', 'tiny,logistic'])
+def test_gated_rgb_tiny_trains_on_cifar_format_files(tmp_path, preset):
   from configs import gated_pixelcnn_cifar10
-  c = gated_pixelcnn_cifar10.get_config('tiny')
+  c = gated_pixelcnn_cifar10.get_config(preset)
   c.data.local_dir = _fake_cifar(tmp_path / 'data')
   c.data.eval_split = 'test'
   c.train.num_steps = 3
   result = train.train_and_evaluate(c, str(tmp_path / 'run'))
   assert result['num_examples'] == 32
-  # random pixels: close to 8 bits/dim, as a 256-way softmax learns nothing in 3 steps
-  assert 7.0 < result['bits_per_dim'] < 8.5
+  # uniformly random pixels: about 8 bits/dim for a model that has barely trained
+  assert 7.0 < result['bits_per_dim'] < 10.0
