@@ -10,7 +10,10 @@ Larochelle & Murray (2011), which is not available offline; numbers are close, n
 
 The paper's MNIST model: 7x7 mask A, 15 residual blocks of 3x3 mask B, 2h = 128 features
 (here `features`), 1x1 output layers. The default here is smaller so that a CPU run makes
-progress; `:paper` selects the paper's size. Result: see the README's model table.
+progress; `:paper` selects the paper's size.
+
+Result (2026-11-22, 2-core CPU shared with the test suite, 37 min wall, 3,500 steps):
+test NLL 91.21 nats (0.1678 bits/dim) on the seeded binarization of the 10,000 test images.
 """
 from configs import common
 
