@@ -36,3 +36,39 @@ def print_table(rows: list[tuple], header: tuple) -> None:
 def emit(result: dict) -> None:
   """The last line of every benchmark: one JSON object."""
   print(json.dumps(result))
+
+
+def loadavg() -> str:
+  """The 1-, 5- and 15-minute load averages from /proc/loadavg ('n/a' where absent)."""
+  try:
+    with open('/proc/loadavg') as f:
+      return ' '.join(f.read().split()[:3])
+  except OSError:
+    return 'n/a'
+
+
+class CpuUsage:
+  """CPU that other processes use from now on: the machine's busy time (/proc/stat) less
+  this process's own (os.times), in cores. Where /proc/stat is absent, nan."""
+
+  def __init__(self):
+    self._start = self._sample()
+
+  @staticmethod
+  def _sample():
+    t = os.times()
+    try:
+      with open('/proc/stat') as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    except OSError:
+      return None
+    # user nice system idle iowait irq softirq steal (guest time is already in user)
+    busy = sum(fields[:8]) - fields[3] - fields[4]
+    return time.perf_counter(), busy / os.sysconf('SC_CLK_TCK'), t.user + t.system
+
+  def others_cores(self) -> float:
+    end = self._sample()
+    if self._start is None or end is None:
+      return float('nan')
+    wall = end[0] - self._start[0]
+    return max(0.0, (end[1] - self._start[1]) - (end[2] - self._start[2])) / wall

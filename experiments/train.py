@@ -3,7 +3,8 @@
 Every model goes through the same interface (CONVENTIONS.md): the trainer builds
 `Model(**config.model)` and calls `model.apply(..., batch, train=..., method='loss')`, which
 returns `(objective, metrics)`; per-example metrics are arrays of shape [batch] and 'nll'
-(nats per example) is turned into bits/dim by `autoreg.likelihood`. Models that can
+(nats per example) is turned into bits/dim by `autoreg.likelihood`, over the data's
+dimensions or, where examples differ in length, over a per-example 'num_dims' metric. Models that can
 generate have `sample(rng, shape)`.
 
 Data parallelism is `jax.jit` over a 1-D `Mesh` whose axis 'data' shards the batch; the
@@ -118,9 +119,12 @@ def init_train_state(model, tx, example_batch: dict, seed: int, mesh: Mesh) -> T
 
 
 def _batch_metrics(metrics: dict, num_dims: int) -> dict:
+  """Batch means; bits/dim from 'nll' over the data's dimensions, or over the model's own
+  per-example count 'num_dims' (variable-length audio and text)."""
   out = {k: jnp.mean(v) for k, v in metrics.items()}
   if 'nll' in out:
-    out['bits_per_dim'] = likelihood.bits_per_dim(out['nll'], num_dims)
+    dims = out.pop('num_dims') if 'num_dims' in out else num_dims
+    out['bits_per_dim'] = likelihood.bits_per_dim(out['nll'], dims)
   return out
 
 
@@ -187,7 +191,9 @@ def evaluate(eval_step, params, data: input_pipeline.Datasets, mesh: Mesh) -> di
   count = totals.pop('count')
   out = {k: v / count for k, v in totals.items()}
   if 'nll' in out:
-    out['bits_per_dim'] = float(likelihood.bits_per_dim(out['nll'], data.num_dims))
+    # Total nats over total dimensions: exact for variable-length examples too.
+    dims = out.pop('num_dims') if 'num_dims' in out else data.num_dims
+    out['bits_per_dim'] = float(likelihood.bits_per_dim(out['nll'], dims))
   out['num_examples'] = int(count)
   return out
 
