@@ -41,6 +41,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.checkpoint_every = 500
   c.train.sample_every = 0        # 0: only at the end
   c.train.num_samples = 64
+  c.train.sample_at_end = True
   c.train.keep_checkpoints = 3
   c.train.ema_decay = 0.999
   c.train.eval_with_ema = True
@@ -51,6 +52,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.sample.completion_rows = 0     # > 0: --mode=sample completes test images from this many rows
   c.sample.num_images = 8          # test images to complete
   c.sample.num_completions = 3     # completions per test image
+  c.sample.speaker = 0             # audio: the speaker id to condition on
+  c.sample.digit = -1              # audio: the digit; -1 gives one sample per digit
+  c.sample.seconds = 1.0           # audio: length of each sample
+  c.sample.prompt = 'ROMEO:'       # text: the prompt each sample continues
+  c.sample.length = 300            # text: characters generated after the prompt
   return c
 
 

@@ -130,7 +130,7 @@ def _prepare_split(cfg, info: DatasetInfo, spec: str, train: bool) -> tuple[dict
   """Loads a split and returns (arrays, per-example random transform or None)."""
   split, sl = parse_split(spec)
   arrays = datasets.load_split(cfg.name, split, source=cfg.source, local_dir=cfg.local_dir)
-  if info.kind != 'text':
+  if info.kind != 'text':   # text is sliced by windows, below
     arrays = {k: v[sl] for k, v in arrays.items()}
   transform = None
   if info.kind == 'image':
@@ -142,7 +142,7 @@ def _prepare_split(cfg, info: DatasetInfo, spec: str, train: bool) -> tuple[dict
         seed = cfg.get('eval_binarization_seed', DEFAULT_EVAL_BINARIZATION_SEED)
         arrays = dict(arrays, image=_binarize_fixed(arrays['image'], seed))
   elif info.kind == 'text':
-    arrays = _text_windows(arrays['text'], cfg.seq_len)
+    arrays = {k: v[sl] for k, v in _text_windows(arrays['text'], cfg.seq_len).items()}
   elif info.kind == 'audio':
     if train:
       transform = _random_crop(cfg.crop_length)

@@ -10,6 +10,8 @@ import flax.linen as nn
 MODELS = {
     'pixelcnn': 'autoreg.pixelcnn:PixelCNN',
     'gated_pixelcnn': 'autoreg.gated_pixelcnn:GatedPixelCNN',
+    'wavenet': 'autoreg.wavenet:WaveNet',
+    'bytenet': 'autoreg.bytenet:ByteNet',
 }
 
 

@@ -29,7 +29,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from autoreg import likelihood
-from experiments import images, input_pipeline
+from experiments import audio, images, input_pipeline
 from experiments.checkpointing import Checkpointer
 from experiments.models import build_model
 from experiments.writers import MetricWriter
@@ -274,9 +274,14 @@ class Run:
     return jax.device_get(fn(self.eval_params, rng, kwargs))
 
   def write_samples(self, step: int, writer: MetricWriter | None = None) -> str | None:
-    """Writes samples/step_N.png: a grid of samples, one row per class for a
-    class-conditional model."""
-    if self.data.info.kind != 'image' or not hasattr(self.model, 'sample'):
+    """Writes samples a person opens: a PNG grid (one row per class for class-conditional
+    image models), WAV files for audio, a text file for text. Returns the path."""
+    kind = self.data.info.kind
+    if kind == 'audio':
+      return self._write_audio(step)
+    if kind == 'text':
+      return self._write_text(step)
+    if not hasattr(self.model, 'sample'):
       return None
     n = self.config.train.num_samples
     rng = jax.random.fold_in(jax.random.key(self.config.seed), step + 1)
@@ -292,6 +297,57 @@ class Run:
       grid = images.save_grid(path, samples, self.data.info.num_levels, ncols=ncols)
       if writer is not None:
         writer.write_image(step, 'samples', grid)
+    return path
+
+  def _write_audio(self, step: int) -> str:
+    """WAV files (16-bit, the data's sample rate) for the configured speaker and digits:
+    samples/step_N/speaker_S_digit_D_I.wav. config.sample.digit = -1 gives one per digit."""
+    sc, info = self.config.sample, self.data.info
+    digits = list(range(info.num_classes)) if sc.digit < 0 else [sc.digit]
+    if not 0 <= sc.speaker < max(info.num_speakers, 1):
+      raise ValueError(f'config.sample.speaker={sc.speaker} is not one of the '
+                       f'{info.num_speakers} speakers (0-{info.num_speakers - 1}).')
+    per = 1 if sc.digit < 0 else self.config.train.num_samples
+    labels = jnp.repeat(jnp.asarray(digits), per)
+    kwargs = {}
+    if getattr(self.model, 'num_classes', 0):
+      kwargs['label'] = labels
+    if getattr(self.model, 'num_speakers', 0):
+      kwargs['speaker'] = jnp.full(labels.shape, sc.speaker)
+    length = int(round(sc.seconds * info.sample_rate))
+    rng = jax.random.fold_in(jax.random.key(self.config.seed), step + 1)
+    codes = self._sample(rng, (len(labels), length), **kwargs)
+    waves = np.asarray(self.model.decode_audio(jnp.asarray(codes)))
+    directory = os.path.join(self.workdir, 'samples', f'step_{step}')
+    if jax.process_index() == 0:
+      os.makedirs(directory, exist_ok=True)
+      for i, (d, w) in enumerate(zip(np.asarray(labels), waves)):
+        audio.write_wav(os.path.join(directory, f'speaker_{sc.speaker}_digit_{d}_{i}.wav'),
+                        w, info.sample_rate)
+    return directory
+
+  def _write_text(self, step: int) -> str:
+    """samples/step_N.txt: num_samples continuations of config.sample.prompt."""
+    sc, info = self.config.sample, self.data.info
+    index = {ch: i for i, ch in enumerate(info.vocab)}
+    unknown = sorted({ch for ch in sc.prompt if ch not in index})
+    if unknown or not sc.prompt:
+      raise ValueError(f'config.sample.prompt={sc.prompt!r} must be non-empty and use only '
+                       f'characters of the data set (not {unknown}).')
+    n = self.config.train.num_samples
+    prompt = jnp.tile(jnp.asarray([index[ch] for ch in sc.prompt], jnp.int32), (n, 1))
+    rng = jax.random.fold_in(jax.random.key(self.config.seed), step + 1)
+    fn = jax.jit(lambda params, rng, prompt: self.model.apply(
+        {'params': params}, rng, prompt, sc.length, temperature=sc.temperature,
+        method='sample'))
+    ids = np.asarray(jax.device_get(fn(self.eval_params, rng, prompt)))
+    texts = [''.join(info.vocab[i] for i in row) for row in ids]
+    path = os.path.join(self.workdir, 'samples', f'step_{step}.txt')
+    if jax.process_index() == 0:
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      with open(path, 'w') as f:
+        for i, t in enumerate(texts):
+          f.write(f'=== sample {i} (temperature {sc.temperature}) ===\n{t}\n\n')
     return path
 
   def write_completions(self, step: int) -> str | None:
@@ -380,7 +436,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       logging.info('eval at step %d on %s (%d examples): %s', step, run.data.eval_split,
                    result['num_examples'], _format_metrics(result))
 
-    if (tc.sample_every and step % tc.sample_every == 0) or step == num_steps:
+    if (tc.sample_every and step % tc.sample_every == 0) or (
+        step == num_steps and tc.sample_at_end):
       path = run.write_samples(step, writer)
       if path:
         logging.info('samples at step %d: %s', step, path)

@@ -1,0 +1,64 @@
+"""ByteNet decoder as a character language model on Tiny Shakespeare (Kalchbrenner et al.
+2016, arXiv 1610.10099; autoreg/bytenet.py).
+
+65-character vocabulary; non-overlapping windows of seq_len + 1 = 257 characters, the
+first 256 predicting the next 256; evaluated on the whole validation split (5% of the
+text). 3 stacks of kernel-3 dilated
+causal convolutions with dilations 1, 2, 4, 8, 16 (the paper's decoder cycle; it uses 6
+stacks for Hutter Prize Wikipedia), 128 channels: receptive field 187 characters.
+bits/dim is bits per character.
+
+  DGM_DATA_DIR=../shared/data python -m experiments.main \
+      --config=configs/bytenet_shakespeare.py --workdir=runs/bytenet_shakespeare
+
+1.78M parameters. A training step (16 windows) took 1.7 s on 2 CPU cores shared with
+another training run (load average ~4.7), so the 4000 steps are about 2 hours there.
+`:tiny` is a few-step run for tests. Samples (samples/step_N.txt) continue
+config.sample.prompt with config.sample.temperature.
+Result: not yet measured.
+"""
+from configs import common
+
+
+def get_config(arg: str | None = None):
+  c = common.base_config()
+  c.model_name = 'bytenet'
+  c.model.vocab_size = 65          # datasets.get_info('tiny_shakespeare').vocab
+  c.model.residual_channels = 128
+  c.model.gate_channels = 128
+  c.model.output_channels = 256
+  c.model.kernel_size = 3
+  c.model.num_layers = 5           # dilations 1, 2, 4, 8, 16
+  c.model.num_stacks = 3
+
+  c.data.name = 'tiny_shakespeare'
+  c.data.seq_len = 256
+  c.data.batch_size = 16
+  c.data.eval_batch_size = 64
+  c.data.eval_split = 'validation'
+
+  c.optimizer.learning_rate = 1e-3
+  c.optimizer.warmup_steps = 200
+  c.train.num_steps = 4000
+  c.train.log_every = 100
+  c.train.checkpoint_every = 1000
+  c.train.num_samples = 4
+
+  if arg == 'tiny':
+    c.model.residual_channels = 16
+    c.model.gate_channels = 16
+    c.model.output_channels = 32
+    c.model.num_layers = 3
+    c.model.num_stacks = 1
+    c.data.seq_len = 32
+    c.data.batch_size = 8
+    c.data.eval_batch_size = 256
+    c.data.eval_split = 'validation[:256]'
+    c.sample.length = 50
+    c.optimizer.warmup_steps = 1
+    c.train.num_steps = 3
+    c.train.log_every = 1
+    c.train.checkpoint_every = 3
+  elif arg:
+    raise ValueError(f'Unknown preset {arg!r}; presets: tiny.')
+  return c
