@@ -48,9 +48,15 @@ def load_run(workdir: str, step: int | None = None) -> LoadedRun:
     if step is None:
       raise CheckpointError(f'No checkpoint in {directory}.')
     try:
-      # Without a target the state restores as nested dicts of arrays; only the
-      # parameter trees are needed here, so the optimizer's structure does not matter.
-      state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))['state']
+      # The target comes from the checkpoint's own metadata (nested dicts: only the
+      # parameter trees are needed here), placed on this process's first device, so a run
+      # saved on 8 devices or a TPU pod loads in a 1-CPU notebook.
+      meta = mngr.item_metadata(step)['state']
+      device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+      target = jax.tree.map(
+          lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), dict(meta))
+      state = mngr.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(target)))['state']
     except Exception as e:
       raise CheckpointError(f'Checkpoint {directory}/{step} could not be restored '
                             f'({type(e).__name__}: {e}).') from e

@@ -120,3 +120,19 @@ def test_mnist_tiny_preset_from_local_files(tmp_path, data_dir):
   assert r.returncode == 0, r.stderr[-3000:]
   result = json.loads(r.stdout.strip().splitlines()[-1])
   assert result['num_examples'] == 512 and result['bits_per_dim'] < 1.0
+
+
+def test_run_saved_on_8_devices_loads_on_1(tmp_path):
+  from configs import pixelcnn_digits
+  from experiments import train
+  c = pixelcnn_digits.get_config('tiny')
+  c.train.num_steps = 5
+  c.train.sample_at_end = False
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(c, workdir)        # this process has 8 devices (conftest)
+  code = ('import experiments, jax; r = experiments.load_run(%r); '
+          'print(r.step, len(jax.devices()))' % workdir)
+  r = subprocess.run([sys.executable, '-c', code], cwd=REPO, env=_env(), capture_output=True,
+                     text=True, timeout=120)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert r.stdout.split() == ['5', '1']
