@@ -8,7 +8,11 @@ offline). PixelCNN's 81.30 nats (arXiv 1601.06759, Table 4) is the reference num
       --config=configs/gated_pixelcnn_binarized_mnist.py --workdir=runs/gated_bmnist
 
 The default is sized for a CPU run of about an hour; `:paper` is 15 layers of 128
-features; `:tiny` is for tests. Result: see the README's model table.
+features; `:tiny` is for tests.
+
+Result (2026-11-22, 2-core CPU shared with other jobs): the run was stopped at the 60-minute
+mark and its step-4000 checkpoint evaluated (`--mode=eval`, EMA parameters): test NLL
+88.34 nats (0.1626 bits/dim) on the seeded binarization of the 10,000 test images.
 """
 from configs import common
 
