@@ -34,6 +34,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from autoreg.gating import gate
+
 
 def shift_right(x, n: int):
   """x [B, T, ...] delayed by n steps along time: zeros for t < n."""
@@ -92,12 +94,6 @@ class CausalConv1D(nn.Module):
     if self.use_bias:
       y = y + self.param('bias', nn.initializers.zeros, (self.features,))
     return y
-
-
-def gate(pre):
-  """tanh of the first half of the channels times sigmoid of the second (Eq. 3)."""
-  f, g = jnp.split(pre, 2, axis=-1)
-  return jnp.tanh(f) * jax.nn.sigmoid(g)
 
 
 class GatedResidualStack(nn.Module):

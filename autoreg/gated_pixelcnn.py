@@ -52,6 +52,7 @@ import numpy as np
 
 from autoreg import distributions
 from autoreg import likelihood
+from autoreg.gating import gate
 from autoreg.masked import pixelcnn_mask
 from autoreg.pixelcnn import to_network_input
 
@@ -100,12 +101,6 @@ class Conv(nn.Module):
     if self.use_bias:
       y = y + self.param('bias', nn.initializers.zeros, (self.features,))
     return y
-
-
-def gate(pre):
-  """Eq. 4: tanh of the first half of the channels times sigmoid of the second."""
-  f, g = jnp.split(pre, 2, axis=-1)
-  return jnp.tanh(f) * jax.nn.sigmoid(g)
 
 
 class GatedPixelCNN(nn.Module):

@@ -14,7 +14,6 @@ uninterrupted one.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any

@@ -1,5 +1,4 @@
 """Input pipelines: determinism, resume position, process sharding, exact evaluation."""
-import ml_collections
 import numpy as np
 import pytest
 

@@ -1,9 +1,7 @@
 """Trainer: 1-vs-8-device equivalence, NaN guard, checkpoint errors, EMA, schedules."""
 import os
-import shutil
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
