@@ -56,6 +56,7 @@ def test_gated_rgb_tiny_trains_on_cifar_format_files(tmp_path, preset):
   c.data.local_dir = _fake_cifar(tmp_path / 'data')
   c.data.eval_split = 'test'
   c.train.num_steps = 3
+  c.train.sample_at_end = 'logistic' in preset   # sample one head; both train
   result = train.train_and_evaluate(c, str(tmp_path / 'run'))
   assert result['num_examples'] == 32
   # uniformly random pixels: about 8 bits/dim for a model that has barely trained
