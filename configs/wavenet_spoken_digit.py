@@ -25,7 +25,10 @@ Conditioning evidence (likelihood under each digit label):
 `:tiny` is a few-step run on 256-sample crops for tests.
 Result (2026-11-22, 2-core CPU shared with the test suite and a benchmark, 31 min wall,
 3,000 steps of 8 crops): test NLL 3.015 nats per sample, 4.3495 bits per sample over the
-300 whole test recordings (total nats over total real samples).
+300 whole test recordings (total nats over total real samples). Conditioning evidence
+(benchmarks.wavenet_conditioning, first 4,000 samples of each test recording): 3.049 nats
+per sample with the true digit against 3.220 with a wrong one; classifying by likelihood
+over the 10 labels is right for 90.7% of recordings (chance 10%).
 """
 from configs import common
 
