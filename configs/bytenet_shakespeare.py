@@ -15,7 +15,10 @@ bits/dim is bits per character.
 another training run (load average ~4.7), so the 4000 steps are about 2 hours there.
 `:tiny` is a few-step run for tests. Samples (samples/step_N.txt) continue
 config.sample.prompt with config.sample.temperature.
-Result: not yet measured.
+Result (2026-11-22, 2-core CPU, a short run: --config.train.num_steps=900, 8 min wall):
+validation 1.610 nats (2.323 bits) per character, test 1.731 nats (2.498 bits); nanoGPT's
+character-level Shakespeare baseline is about 1.47 nats on validation. The default
+4,000-step run has not been made.
 """
 from configs import common
 
