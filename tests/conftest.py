@@ -13,6 +13,28 @@ if REPO not in sys.path:
   sys.path.insert(0, REPO)
 
 
+def random_params(model, *args, seed=0, method=None, **kwargs):
+  """Random parameters for causality tests: positive biases, so no connection is cut by
+  chance (output ReLUs mostly pass) and a zero gradient means 'not connected'; kernels at a
+  fan-in scale, so activations stay O(1) through the layers. Drawn in NumPy into the
+  tree's shapes, because compiling init (and its many threefry calls) costs seconds on a
+  small CPU."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), *args, method=method,
+                                             **kwargs))
+  rng = np.random.default_rng(seed)
+
+  def draw(leaf):
+    if leaf.ndim == 1:
+      return jnp.asarray(rng.uniform(0.1, 0.5, leaf.shape), jnp.float32)
+    scale = 1.0 / np.sqrt(np.prod(leaf.shape[:-1]))
+    return jnp.asarray(scale * rng.standard_normal(leaf.shape), jnp.float32)
+
+  return jax.tree.map(draw, shapes)
+
+
 def shared_data_dir():
   """$DGM_DATA_DIR, else ../shared/data beside the repo, if it holds MNIST; else None."""
   path = os.environ.get('DGM_DATA_DIR') or os.path.join(os.path.dirname(REPO), 'shared', 'data')

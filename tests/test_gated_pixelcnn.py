@@ -12,29 +12,12 @@ import pytest
 from autoreg import distributions
 from autoreg.gated_pixelcnn import GatedPixelCNN
 from autoreg.pixelcnn import PixelCNN
+from tests.conftest import random_params
 
 
 def _random_params(model, shape, seed=0, **kwargs):
-  """Random parameters with nonzero biases, so no connection is accidentally zero and a
-  zero gradient means 'not connected', not 'unlucky'. Biases are positive so that the
-  summed skip connections mostly pass the output ReLU: with a few units per colour group,
-  all of them off at a pixel would cut that pixel off from its inputs.
-
-  Drawn in NumPy into the tree's shapes: compiling the model's init (and its many
-  threefry calls) would cost seconds per test on a small CPU.
-  """
-  shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros(shape, jnp.int32),
-                          **kwargs)
-  rng = np.random.default_rng(seed)
-
-  def draw(leaf):
-    if leaf.ndim == 1:
-      return jnp.asarray(rng.uniform(0.1, 0.5, leaf.shape), jnp.float32)
-    # kernels [..., in, out] at a fan-in scale, so activations stay O(1) through layers
-    scale = 1.0 / np.sqrt(np.prod(leaf.shape[:-1]))
-    return jnp.asarray(scale * rng.standard_normal(leaf.shape), jnp.float32)
-
-  return jax.tree.map(draw, shapes)
+  """conftest.random_params for integer images of `shape`."""
+  return random_params(model, jnp.zeros(shape, jnp.int32), seed=seed, **kwargs)
 
 
 def _dependencies(model, params, shape):

@@ -12,26 +12,10 @@ from autoreg.bytenet import ByteNet
 from autoreg.causal_conv import ring_taps
 from autoreg.wavenet import WaveNet, mu_law_decode, mu_law_encode
 from experiments import train
+from tests.conftest import random_params
 
 TINY = dict(residual_channels=8, gate_channels=8, skip_channels=8, output_channels=16,
             num_layers=3, num_stacks=2)
-
-
-def _random_params(model, *args, seed=0, method=None, **kwargs):
-  """Random parameters with positive biases, so no connection is accidentally zero (the
-  output ReLUs mostly pass) and a zero gradient means 'not connected'. Drawn in NumPy
-  into the tree's shapes: compiling init costs seconds on a small CPU."""
-  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), *args, method=method,
-                                             **kwargs))
-  rng = np.random.default_rng(seed)
-
-  def draw(leaf):
-    if leaf.ndim == 1:
-      return jnp.asarray(rng.uniform(0.1, 0.5, leaf.shape), jnp.float32)
-    scale = 1.0 / np.sqrt(np.prod(leaf.shape[:-1]))
-    return jnp.asarray(scale * rng.standard_normal(leaf.shape), jnp.float32)
-
-  return jax.tree.map(draw, shapes)
 
 
 def _band(length, lo, hi):
@@ -47,7 +31,7 @@ def test_wavenet_output_t_sees_exactly_the_receptive_field_before_t(kernel_size,
   assert r == input_kernel + 2 * (kernel_size - 1) * (1 + 2 + 4)
   length = r + 12
   speaker = jnp.array([0, 1, 1])
-  params = _random_params(model, jnp.zeros((3, length)), speaker=speaker)
+  params = random_params(model, jnp.zeros((3, length)), speaker=speaker)
   x = jax.random.uniform(jax.random.key(3), (3, length), minval=-1.0, maxval=1.0)
   # Examples are independent, so summing over the batch keeps their Jacobians apart.
   jac = jax.jit(jax.jacrev(lambda x: model.apply(params, x, speaker=speaker).sum((0, -1))))(x)
@@ -61,7 +45,7 @@ def test_bytenet_prediction_sees_exactly_the_receptive_field_up_to_t():
   r = model.receptive_field
   assert r == 1 + 2 * (1 + 2) * 2
   length = r + 10
-  params = _random_params(model, jnp.zeros((3, length), jnp.int32))
+  params = random_params(model, jnp.zeros((3, length), jnp.int32))
   emb = jax.random.normal(jax.random.key(4), (3, length, 8))
   jac = jax.jit(jax.jacrev(lambda e: model.apply(params, e).sum((0, -1))))(emb)
   dep = np.asarray((jac != 0).any(axis=(1, 3)))
@@ -115,7 +99,7 @@ def test_fast_generation_draws_exactly_the_naive_samples(variant):
     call['local'] = jax.random.normal(jax.random.key(5), (batch, length // 8, 2))
   model = WaveNet(**dict(TINY, num_layers=2), **kwargs)
   cond = {k: v for k, v in call.items() if k not in ('init', 'start')}
-  params = _random_params(model, jnp.zeros((batch, length), jnp.int32), **cond)
+  params = random_params(model, jnp.zeros((batch, length), jnp.int32), **cond)
   if model.output == 'logistic_mixture':
     # Narrow logistics (log-scales near -3), or most draws clip to the edge levels.
     head = params['params']['logits_out']
@@ -141,7 +125,7 @@ def test_bytenet_fast_sampling_continues_the_prompt_as_the_naive_sampler():
   model = ByteNet(residual_channels=8, gate_channels=8, output_channels=16, num_layers=2,
                   num_stacks=2)
   prompt = jnp.array([[18, 1, 2], [40, 41, 42]])
-  params = _random_params(model, prompt)
+  params = random_params(model, prompt)
   fast = jax.jit(lambda r: model.apply(params, r, prompt, 30, method='sample'))
   naive = jax.jit(lambda r: model.apply(params, r, prompt, 30, method='sample_naive'))
   for seed in range(3):
@@ -153,7 +137,7 @@ def test_bytenet_fast_sampling_continues_the_prompt_as_the_naive_sampler():
 
 def test_logistic_mixture_head_is_normalized_over_the_256_levels():
   model = WaveNet(**TINY, output='logistic_mixture', num_mixtures=3)
-  params = _random_params(model, jnp.zeros((1, 8), jnp.int32))
+  params = random_params(model, jnp.zeros((1, 8), jnp.int32))
   out = jnp.tile(jax.random.normal(jax.random.key(0), (1, 1, 9)), (1, 256, 1))
   lp = jax.jit(lambda o: model.apply(params, o, jnp.arange(256)[None],
                                      method='position_log_probs'))(out)
@@ -167,7 +151,7 @@ def test_masked_loss_ignores_padding():
   audio = rng.integers(-5000, 5000, (2, 40)).astype(np.int16)
   mask = np.arange(40)[None] < lengths[:, None]
   batch = {'audio': audio, 'mask': mask, 'speaker': np.array([1, 2])}
-  params = _random_params(model, jnp.zeros((2, 40), jnp.int32), speaker=batch['speaker'])
+  params = random_params(model, jnp.zeros((2, 40), jnp.int32), speaker=batch['speaker'])
   loss = jax.jit(lambda b: model.apply(params, b, method='loss'))
   _, m = loss(batch)
   np.testing.assert_array_equal(m['num_dims'], lengths)
@@ -183,7 +167,7 @@ def test_local_conditioning_changes_outputs_from_its_frame_on():
   model = WaveNet(**TINY, local_channels=4, local_upsample=4)
   local = jax.random.normal(jax.random.key(0), (1, 8, 3))
   x = jnp.zeros((1, 32), jnp.int32)
-  params = _random_params(model, x, local=local)
+  params = random_params(model, x, local=local)
   apply = jax.jit(lambda local: model.apply(params, x, local=local))
   out, changed = apply(local), apply(local.at[:, 2].add(1.0))
   diff = np.abs(np.asarray(out - changed)).max(axis=-1)[0]
