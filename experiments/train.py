@@ -258,6 +258,7 @@ class Run:
     self.state = init_train_state(self.model, self.tx, example, config.seed, self.mesh)
     self.ckpt = Checkpointer(workdir, keep=config.train.keep_checkpoints)
     self.restored_step = None
+    self._samplers: dict = {}
     if restore and self.ckpt.latest_step() is not None:
       self.state, data_state = self.ckpt.restore(self.state)
       self.state = jax.device_put(self.state, replicated(self.mesh))
@@ -283,9 +284,12 @@ class Run:
     if not hasattr(self.model, method):
       raise ValueError(f'config.sample.sampler={sampler!r}: {type(self.model).__name__} '
                        f'has no {method} method.')
-    fn = jax.jit(lambda params, rng, kw: self.model.apply(
-        {'params': params}, rng, shape, temperature=sc.temperature, method=method, **kw))
-    return jax.device_get(fn(self.eval_params, rng, kwargs))
+    # One compiled sampler per (method, shape), reused by every sample_every step.
+    key = (method, tuple(shape))
+    if key not in self._samplers:
+      self._samplers[key] = jax.jit(lambda params, rng, kw: self.model.apply(
+          {'params': params}, rng, shape, temperature=sc.temperature, method=method, **kw))
+    return jax.device_get(self._samplers[key](self.eval_params, rng, kwargs))
 
   def write_samples(self, step: int, writer: MetricWriter | None = None) -> str | None:
     """Writes samples a person opens: a PNG grid (one row per class for class-conditional
