@@ -40,6 +40,7 @@ class ByteNet(nn.Module):
     kernel_size: kernel of the dilated convolutions (3 in the paper's decoder).
     num_layers: layers per stack, dilations 1, 2, ..., 2^(num_layers - 1) (5 in the paper).
     num_stacks: repeats of the dilation cycle (6 in the paper's language model).
+    dropout_rate: dropout on every block's gated activation in training (0: none).
   """
   vocab_size: int = 65
   residual_channels: int = 128
@@ -48,6 +49,7 @@ class ByteNet(nn.Module):
   kernel_size: int = 3
   num_layers: int = 5
   num_stacks: int = 2
+  dropout_rate: float = 0.0
 
   @property
   def dilations(self) -> tuple[int, ...]:
@@ -64,7 +66,8 @@ class ByteNet(nn.Module):
                        f'{self.num_layers}, {self.num_stacks}, {self.kernel_size}')
     self.embed = nn.Embed(self.vocab_size, self.residual_channels)
     self.stack = GatedResidualStack(self.dilations, self.residual_channels,
-                                    self.gate_channels, 0, self.kernel_size)
+                                    self.gate_channels, 0, self.kernel_size,
+                                    self.dropout_rate)
     self.hidden_out = nn.Dense(self.output_channels)
     self.logits_out = nn.Dense(self.vocab_size)
 
@@ -77,20 +80,19 @@ class ByteNet(nn.Module):
     ids: int [B, T], or float embeddings [B, T, residual_channels] (so gradients with
     respect to the input can be taken).
     """
-    del train
     h = ids if jnp.issubdtype(ids.dtype, jnp.floating) else self.embed(ids)
-    h, _ = self.stack(h)
+    h, _ = self.stack(h, train=train)
     return self._head(h)
 
-  def log_prob(self, text):
+  def log_prob(self, text, train: bool = False):
     """log p(text[:, 1:] | text[:, :1]) per example, in nats. text: int [B, T + 1]."""
-    return likelihood.categorical_log_prob(self(text[:, :-1]), text[:, 1:])
+    return likelihood.categorical_log_prob(self(text[:, :-1], train=train), text[:, 1:])
 
   def loss(self, batch, train: bool = True):
     """Objective: nats per character. Metrics per example: 'nll' (nats summed over the
     seq_len predicted characters) and 'num_dims' (seq_len), so bits/dim is bits/char."""
     text = batch['text']
-    nll = -self.log_prob(text)
+    nll = -self.log_prob(text, train=train)
     seq_len = text.shape[1] - 1
     return nll.mean() / seq_len, {'nll': nll,
                                   'num_dims': jnp.full(nll.shape, seq_len, jnp.float32)}

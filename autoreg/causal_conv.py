@@ -106,6 +106,8 @@ class GatedResidualStack(nn.Module):
     skip_channels: channels of each block's skip output; 0 for none (ByteNet reads the
       residual stream instead).
     kernel_size: k of every dilated convolution (2 in WaveNet, 3 in ByteNet).
+    dropout_rate: dropout on each block's gated activation while training (needs a
+      'dropout' rng); 0 for none. Generation (block_step) never drops.
 
   Conditioning terms (V_f c, V_g c), one per block, are the caller's: each is None or an
   array broadcastable to the block's pre-activation [B, T, 2 gate_channels].
@@ -115,6 +117,7 @@ class GatedResidualStack(nn.Module):
   gate_channels: int
   skip_channels: int = 0
   kernel_size: int = 2
+  dropout_rate: float = 0.0
 
   def setup(self):
     if not self.dilations or min(self.dilations) < 1 or self.kernel_size < 1:
@@ -125,12 +128,13 @@ class GatedResidualStack(nn.Module):
     # One 1x1 convolution gives both the residual update and the skip output.
     self.outs = [nn.Dense(self.residual_channels + self.skip_channels)
                  for _ in self.dilations]
+    self.dropout = nn.Dropout(self.dropout_rate)
 
   @property
   def receptive_field(self) -> int:
     return receptive_field(self.kernel_size, self.dilations)
 
-  def block(self, l: int, x, cond=None, decode: bool = False):
+  def block(self, l: int, x, cond=None, decode: bool = False, train: bool = False):
     """Block l on a sequence x [B, T, R], or with decode=True on its taps [B, k, R].
 
     Returns (residual output [B, T or 1, R], skip output [B, T or 1, S] or None).
@@ -138,16 +142,19 @@ class GatedResidualStack(nn.Module):
     pre = self.convs[l](x, decode=decode)
     if cond is not None:
       pre = pre + cond
-    out = self.outs[l](gate(pre))
+    z = gate(pre)
+    if train and self.dropout_rate > 0:
+      z = self.dropout(z, deterministic=False)
+    out = self.outs[l](z)
     current = x[:, -1:] if decode else x
     r = self.residual_channels
     return current + out[..., :r], (out[..., r:] if self.skip_channels else None)
 
-  def __call__(self, h, conds=None):
+  def __call__(self, h, conds=None, train: bool = False):
     """The full pass: (residual stream after the last block, sum of skips or None)."""
     skip = None
     for l in range(len(self.dilations)):
-      h, s = self.block(l, h, None if conds is None else conds[l])
+      h, s = self.block(l, h, None if conds is None else conds[l], train=train)
       if s is not None:
         skip = s if skip is None else skip + s
     return h, skip

@@ -33,17 +33,20 @@ def get_config(arg: str | None = None):
   c.model.kernel_size = 3
   c.model.num_layers = 5           # dilations 1, 2, 4, 8, 16
   c.model.num_stacks = 3
+  c.model.dropout_rate = 0.15      # on each gated activation, training only
 
   c.data.name = 'tiny_shakespeare'
   c.data.seq_len = 256
+  c.data.random_offsets = True     # training windows start at a random offset each epoch
   c.data.batch_size = 16
   c.data.eval_batch_size = 64
   c.data.eval_split = 'validation'
 
   c.optimizer.learning_rate = 1e-3
   c.optimizer.warmup_steps = 200
-  c.train.num_steps = 4000
+  c.train.num_steps = 5000
   c.train.log_every = 100
+  c.train.eval_every = 1000
   c.train.checkpoint_every = 1000
   c.train.num_samples = 4
 

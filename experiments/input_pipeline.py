@@ -101,6 +101,19 @@ def _text_windows(ids: np.ndarray, seq_len: int) -> dict[str, np.ndarray]:
   return {'text': ids[idx].astype(np.int32)}
 
 
+def _text_random_windows(ids: np.ndarray, seq_len: int):
+  """Training windows at a random offset: record i starts at i * seq_len + u, u uniform in
+  [0, seq_len), so every epoch sees differently aligned windows of the same text (as
+  nanoGPT's random starting points do). Returns (arrays, transform)."""
+  n = (len(ids) - 1) // seq_len - 1   # the last start must leave room for the largest u
+  ids = np.asarray(ids, np.int32)
+
+  def window(example, rng: np.random.Generator):
+    start = int(example['start']) + int(rng.integers(0, seq_len))
+    return {'text': ids[start:start + seq_len + 1]}
+  return {'start': np.arange(n, dtype=np.int64) * seq_len}, window
+
+
 def _random_crop(length: int):
   def crop(example, rng: np.random.Generator):
     audio, n = example['audio'], int(example['length'])
@@ -142,7 +155,11 @@ def _prepare_split(cfg, info: DatasetInfo, spec: str, train: bool) -> tuple[dict
         seed = cfg.get('eval_binarization_seed', DEFAULT_EVAL_BINARIZATION_SEED)
         arrays = dict(arrays, image=_binarize_fixed(arrays['image'], seed))
   elif info.kind == 'text':
-    arrays = {k: v[sl] for k, v in _text_windows(arrays['text'], cfg.seq_len).items()}
+    if train and cfg.get('random_offsets', False):
+      arrays, transform = _text_random_windows(arrays['text'], cfg.seq_len)
+      arrays = {k: v[sl] for k, v in arrays.items()}
+    else:
+      arrays = {k: v[sl] for k, v in _text_windows(arrays['text'], cfg.seq_len).items()}
   elif info.kind == 'audio':
     if train:
       transform = _random_crop(cfg.crop_length)
@@ -177,7 +194,8 @@ def create_datasets(cfg, *, seed: int, process_index: int = 0, process_count: in
 
   cfg fields: name, source ('auto' | 'local' | 'tfds'), local_dir (None falls back to
   $DGM_DATA_DIR), batch_size (global), eval_batch_size (global), eval_split, and per kind:
-  seq_len (text), crop_length (audio), eval_binarization_seed (binarized images).
+  seq_len and random_offsets (text; training windows start at a random offset each epoch),
+  crop_length (audio), eval_binarization_seed (binarized images).
   The per-process evaluation batch is rounded up to a multiple of `eval_batch_multiple`
   (the local device count) so it shards evenly; padding is masked out.
   """
