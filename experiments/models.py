@@ -12,6 +12,9 @@ MODELS = {
     'gated_pixelcnn': 'autoreg.gated_pixelcnn:GatedPixelCNN',
     'wavenet': 'autoreg.wavenet:WaveNet',
     'bytenet': 'autoreg.bytenet:ByteNet',
+    'vae': 'latent.vae:VAE',
+    'm2': 'latent.m2:M2',
+    'pixelvae': 'latent.pixelvae:PixelVAE',
 }
 
 

@@ -1,0 +1,310 @@
+"""Variational autoencoders and deep latent Gaussian models, trained by the ELBO or the
+importance-weighted bound.
+
+- VAE: Kingma & Welling, "Auto-Encoding Variational Bayes", 2014, arXiv 1312.6114. A
+  Gaussian encoder q(z|x) = N(mu(x), diag sigma^2(x)), the reparameterization
+  z = mu + sigma * eps (Sec. 2.4), prior N(0, I), and the ELBO with the KL term in closed
+  form (Eq. 10, Appendix B): L = E_q[log p(x|z)] - KL(q(z|x) || p(z)).
+- Deep latent Gaussian model: Rezende, Mohamed & Wierstra 2014 (arXiv 1401.4082) and the
+  two-stochastic-layer model of Burda et al. 2016 (arXiv 1509.00519, Sec. 5 / Appendix):
+  p(x, z_1..z_L) = p(z_L) prod_l p(z_l | z_{l+1}) p(x | z_1), each conditional a diagonal
+  Gaussian whose mean and log-variance come from an MLP, and the posterior
+  q(z_1..z_L | x) = q(z_1 | x) prod_l q(z_{l+1} | z_l). Sampling is ancestral from z_L.
+- IWAE: the same model trained on L_k (latent/iwae.py) with objective='iwae'; the VAE
+  with k > 1 averages k single-sample ELBOs (the IWAE paper's "VAE, k" rows).
+
+Decoders p(x | z_1): 'bernoulli' (binary images, logits), 'gaussian' (8-bit images
+dequantized to [0, 1) with uniform noise; mean and per-pixel log-variance) and 'logistic'
+(a discretized logistic per sub-pixel, exact over {0..255}). Encoders and the x <-> z_1
+decoder are MLPs (the IWAE paper's tanh networks) or convolutional (two stride-2 layers).
+
+Every model reports -log p(x) estimates per example in nats as 'nll': during training the
+negated bound it optimizes; in evaluation, with eval_num_samples > 0, the importance-sampled
+estimate with k = eval_num_samples (5000 in the IWAE paper), computed in chunks.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from autoreg import likelihood
+from latent import distributions as dist
+from latent import iwae
+
+LIKELIHOODS = ('bernoulli', 'gaussian', 'logistic')
+ACTIVATIONS = {'tanh': jnp.tanh, 'relu': nn.relu, 'elu': nn.elu, 'softplus': nn.softplus}
+
+
+class MLP(nn.Module):
+  """Hidden dense layers with an activation, then a linear output of `out` units."""
+  hidden: Sequence[int]
+  out: int
+  activation: str = 'tanh'
+
+  @nn.compact
+  def __call__(self, x):
+    act = ACTIVATIONS[self.activation]
+    for h in self.hidden:
+      x = act(nn.Dense(h)(x))
+    return nn.Dense(self.out)(x)
+
+
+class ConvEncoder(nn.Module):
+  """x [..., H, W, C] -> out features: two stride-2 3x3 convolutions, a dense layer."""
+  features: Sequence[int]
+  hidden: int
+  out: int
+  activation: str = 'relu'
+
+  @nn.compact
+  def __call__(self, x):
+    act = ACTIVATIONS[self.activation]
+    lead = x.shape[:-3]
+    x = x.reshape((-1,) + x.shape[-3:])
+    for f in self.features:
+      x = act(nn.Conv(f, (3, 3), strides=(2, 2), padding='SAME')(x))
+    x = x.reshape(x.shape[0], -1)
+    x = nn.Dense(self.out)(act(nn.Dense(self.hidden)(x)))
+    return x.reshape(lead + (self.out,))
+
+
+class ConvDecoder(nn.Module):
+  """z [..., D] -> [..., H, W, out_channels]: a dense layer to an (H/4, W/4) map, two
+  stride-2 transposed 3x3 convolutions, a 3x3 convolution to the output parameters."""
+  image_shape: Sequence[int]
+  features: Sequence[int]
+  hidden: int
+  out_channels: int
+  activation: str = 'relu'
+
+  @nn.compact
+  def __call__(self, z):
+    act = ACTIVATIONS[self.activation]
+    h, w, _ = self.image_shape
+    scale = 2 ** len(self.features)
+    lead = z.shape[:-1]
+    x = z.reshape(-1, z.shape[-1])
+    x = act(nn.Dense(self.hidden)(x))
+    feats = list(self.features)[::-1]
+    x = act(nn.Dense((h // scale) * (w // scale) * feats[0])(x))
+    x = x.reshape(-1, h // scale, w // scale, feats[0])
+    for f in feats:
+      x = act(nn.ConvTranspose(f, (3, 3), strides=(2, 2), padding='SAME')(x))
+    x = nn.Conv(self.out_channels, (3, 3), padding='SAME')(x)
+    return x.reshape(lead + (h, w, self.out_channels))
+
+
+def _split_gaussian(params):
+  mean, log_var = jnp.split(params, 2, axis=-1)
+  return mean, log_var
+
+
+class VAE(nn.Module):
+  """A VAE (one stochastic layer) or a deep latent Gaussian model (several).
+
+  Attributes:
+    image_shape: (H, W, C) of the data.
+    num_levels: 2 for binary images (likelihood 'bernoulli'), 256 for 8-bit.
+    latent_dims: units of z_1 .. z_L, from the data upwards: (50,) is the IWAE paper's
+      one-layer model, (100, 50) its two-layer model.
+    hidden_dims: one tuple of deterministic layer widths per stochastic layer; entry l
+      serves q(z_l | z_{l-1}) (z_0 = x) and, mirrored, p(z_{l-1} | z_l). The IWAE paper:
+      ((200, 200),) and ((100, 100), (50, 50)).
+    architecture: 'mlp' or 'conv' (the x <-> z_1 networks; deeper ones are MLPs).
+    conv_features: channels of the convolutional encoder's two stride-2 layers.
+    likelihood: 'bernoulli', 'gaussian' or 'logistic'.
+    activation: 'tanh' (the IWAE paper), 'relu', 'elu' or 'softplus'.
+    objective: 'elbo' (mean of k single-sample ELBOs; k = 1 with one latent layer uses the
+      analytic KL) or 'iwae' (L_k).
+    num_samples: k used in training.
+    eval_num_samples: 0 reports the training bound in evaluation; > 0 the
+      importance-sampled log-likelihood with that many samples (5000 in the paper).
+    eval_chunk_size: samples per chunk of that estimate.
+  """
+  image_shape: Sequence[int] = (28, 28, 1)
+  num_levels: int = 2
+  latent_dims: Sequence[int] = (50,)
+  hidden_dims: Sequence[Sequence[int]] = ((200, 200),)
+  architecture: str = 'mlp'
+  conv_features: Sequence[int] = (32, 64)
+  likelihood: str = 'bernoulli'
+  activation: str = 'tanh'
+  objective: str = 'elbo'
+  num_samples: int = 1
+  eval_num_samples: int = 0
+  eval_chunk_size: int = 100
+
+  @property
+  def num_dims(self) -> int:
+    return int(math.prod(self.image_shape))
+
+  def setup(self):
+    if self.likelihood not in LIKELIHOODS:
+      raise ValueError(f'likelihood={self.likelihood!r}; choose one of {LIKELIHOODS}.')
+    if (self.likelihood == 'bernoulli') != (self.num_levels == 2):
+      raise ValueError(f"likelihood='bernoulli' goes with num_levels=2 (binary images) and "
+                       f"the others with 256; got {self.likelihood!r}, {self.num_levels}.")
+    if self.objective not in ('elbo', 'iwae'):
+      raise ValueError(f"objective={self.objective!r}; choose 'elbo' or 'iwae'.")
+    if len(self.hidden_dims) != len(self.latent_dims) or not self.latent_dims:
+      raise ValueError(f'hidden_dims needs one entry per stochastic layer: latent_dims='
+                       f'{tuple(self.latent_dims)}, hidden_dims={tuple(self.hidden_dims)}.')
+    if self.architecture not in ('mlp', 'conv'):
+      raise ValueError(f"architecture={self.architecture!r}; choose 'mlp' or 'conv'.")
+    if self.num_samples < 1:
+      raise ValueError(f'num_samples={self.num_samples} must be >= 1.')
+    out_ch = self.image_shape[-1] * (1 if self.likelihood == 'bernoulli' else 2)
+    dims, hid = list(self.latent_dims), [tuple(h) for h in self.hidden_dims]
+    if self.architecture == 'conv':
+      h, w, _ = self.image_shape
+      if h % 4 or w % 4:
+        raise ValueError(f'The conv architecture needs H and W divisible by 4, got '
+                         f'{tuple(self.image_shape)}.')
+      width = hid[0][-1] if hid[0] else 256
+      q1 = ConvEncoder(tuple(self.conv_features), width, 2 * dims[0])
+      p1 = ConvDecoder(tuple(self.image_shape), tuple(self.conv_features), width, out_ch)
+    else:
+      q1 = MLP(hid[0], 2 * dims[0], self.activation)
+      h, w, _ = self.image_shape
+      p1 = MLP(hid[0][::-1], h * w * out_ch, self.activation)
+    self.q_nets = [q1] + [MLP(hid[l], 2 * dims[l], self.activation)
+                          for l in range(1, len(dims))]
+    self.p_nets = [p1] + [MLP(hid[l][::-1], 2 * dims[l - 1], self.activation)
+                          for l in range(1, len(dims))]
+
+  # -- Data <-> network scale -------------------------------------------------------------
+
+  def _net_input(self, x):
+    """Integer images -> the encoder's input scale ([0, 1]); MLPs take them flattened."""
+    x = x.astype(jnp.float32) / (self.num_levels - 1)
+    if self.architecture == 'mlp':
+      x = x.reshape(x.shape[:-3] + (-1,))
+    return x
+
+  def _decoder_params(self, z1):
+    out = self.p_nets[0](z1)
+    return out.reshape(z1.shape[:-1] + tuple(self.image_shape[:-1]) + (-1,))
+
+  def _log_px(self, image, out, rng):
+    """log p(x | z_1) per example (leading axes of `out` beyond the batch broadcast)."""
+    c = self.image_shape[-1]
+    nb = out.ndim - 3
+    if self.likelihood == 'bernoulli':
+      return dist.bernoulli_log_prob(image, out, batch_ndim=nb)
+    mean, log_s = out[..., :c], out[..., c:]
+    if self.likelihood == 'logistic':
+      return dist.discretized_logistic_log_prob(image, jnp.tanh(mean), log_s,
+                                                self.num_levels, batch_ndim=nb)
+    # Gaussian density of uniformly dequantized data on [0, 1); reported log-likelihoods
+    # subtract likelihood.discretization_offset (D log 256) to be per integer image.
+    u = jax.random.uniform(rng, image.shape)
+    x = (image.astype(jnp.float32) + u) / self.num_levels
+    return (dist.gaussian_log_prob(x, mean, log_s, batch_ndim=nb)
+            - likelihood.discretization_offset(self.num_dims, self.num_levels))
+
+  def _decoded_mean(self, out):
+    """The decoder's mean image on [0, 1]."""
+    c = self.image_shape[-1]
+    if self.likelihood == 'bernoulli':
+      return jax.nn.sigmoid(out)
+    if self.likelihood == 'logistic':
+      return (jnp.tanh(out[..., :c]) + 1.0) / 2.0
+    return jnp.clip(out[..., :c], 0.0, 1.0)
+
+  def _sample_x(self, rng, out, temperature: float = 1.0):
+    c = self.image_shape[-1]
+    if self.likelihood == 'bernoulli':
+      return jax.random.bernoulli(rng, jax.nn.sigmoid(out)).astype(jnp.int32)
+    mean, log_s = out[..., :c], out[..., c:]
+    if self.likelihood == 'logistic':
+      u = jax.random.uniform(rng, mean.shape, minval=1e-5, maxval=1 - 1e-5)
+      x = jnp.tanh(mean) + temperature * jnp.exp(log_s) * (jnp.log(u) - jnp.log1p(-u))
+      return dist.logistic_mean_to_levels(jnp.clip(x, -1, 1), self.num_levels)
+    x = mean + temperature * jnp.exp(0.5 * log_s) * jax.random.normal(rng, mean.shape)
+    return jnp.clip(jnp.floor(x * self.num_levels), 0, self.num_levels - 1).astype(jnp.int32)
+
+  # -- The model -------------------------------------------------------------------------
+
+  def log_weights(self, image, rng, num_samples: int):
+    """[k, B] log w = log p(x, z) - log q(z | x) for k samples z ~ q(z | x), and the
+    per-sample terms (log p(x|z_1), log q(z|x) - log p(z)) as [k, B] each."""
+    keys = jax.random.split(rng, len(self.latent_dims) + 1)
+    h = self._net_input(image)
+    log_q, log_p, zs = 0.0, 0.0, []
+    for l in range(len(self.latent_dims)):
+      mean, log_var = _split_gaussian(self.q_nets[l](h))
+      z = dist.reparameterize(keys[l], mean, log_var, (num_samples,) if l == 0 else ())
+      log_q = log_q + dist.gaussian_log_prob(z, mean, log_var, batch_ndim=2)
+      zs.append(z)
+      h = z
+    log_p = dist.standard_normal_log_prob(zs[-1], batch_ndim=2)
+    for l in range(len(self.latent_dims) - 1, 0, -1):
+      mean, log_var = _split_gaussian(self.p_nets[l](zs[l]))
+      log_p = log_p + dist.gaussian_log_prob(zs[l - 1], mean, log_var, batch_ndim=2)
+    log_px = self._log_px(image, self._decoder_params(zs[0]), keys[-1])
+    return log_px + log_p - log_q, log_px, log_q - log_p
+
+  def loss(self, batch, train: bool = True):
+    """Objective: -bound in nats per example, averaged. Metrics per example: 'nll' (the
+    negated bound; in evaluation with eval_num_samples > 0, the importance-sampled
+    estimate), 'recon' (-E log p(x|z_1)), 'kl' (E log q(z|x) - log p(z); analytic for one
+    layer) and 'elbo'."""
+    image = batch['image']
+    rng = self.make_rng('sample')
+    k_train, k_eval = jax.random.split(rng)
+    k = self.num_samples
+    log_w, log_px, kl_mc = self.log_weights(image, k_train, k)
+    if len(self.latent_dims) == 1 and self.objective == 'elbo':
+      # Analytic KL: lower-variance gradients (Kingma & Welling 2014, Eq. 10).
+      mean, log_var = _split_gaussian(self.q_nets[0](self._net_input(image)))
+      kl = dist.gaussian_kl_to_standard(mean, log_var)
+      elbo = log_px.mean(0) - kl
+    else:
+      kl = kl_mc.mean(0)
+      elbo = log_w.mean(0)
+    bound = iwae.iwae_bound(log_w) if self.objective == 'iwae' else elbo
+    metrics = {'recon': -log_px.mean(0), 'kl': kl, 'elbo': elbo, 'nll': -bound}
+    if not train and self.eval_num_samples > 0:
+      metrics['nll'] = -self.log_likelihood(image, k_eval, self.eval_num_samples)
+    return -bound.mean(), metrics
+
+  def log_likelihood(self, image, rng, num_samples: int = 5000):
+    """Importance-sampled log p(x) per example with k = num_samples (IWAE paper, Sec. 5)."""
+    return iwae.log_likelihood(lambda r, n: self.log_weights(image, r, n)[0], rng,
+                               num_samples, self.eval_chunk_size)
+
+  def encode(self, image):
+    """The posterior mean of z_1 [B, latent_dims[0]]: the embedding pictures use."""
+    return _split_gaussian(self.q_nets[0](self._net_input(image)))[0]
+
+  def decode(self, z1):
+    """The mean image on [0, 1] [B, H, W, C] given z_1."""
+    return self._decoded_mean(self._decoder_params(z1))
+
+  def reconstruct(self, image):
+    return self.decode(self.encode(image))
+
+  def _ancestral_z1(self, rng, n: int, temperature: float):
+    keys = jax.random.split(rng, len(self.latent_dims))
+    z = temperature * jax.random.normal(keys[-1], (n, self.latent_dims[-1]))
+    for l in range(len(self.latent_dims) - 1, 0, -1):
+      mean, log_var = _split_gaussian(self.p_nets[l](z))
+      z = mean + temperature * jnp.exp(0.5 * log_var) * jax.random.normal(keys[l - 1], mean.shape)
+    return z
+
+  def sample_means(self, rng, n: int, temperature: float = 1.0):
+    """Ancestral samples z_L -> .. -> z_1, shown as the decoder's mean image on [0, 1]."""
+    return self.decode(self._ancestral_z1(rng, n, temperature))
+
+  def sample(self, rng, shape, temperature: float = 1.0):
+    """Ancestral samples x ~ p(x | z_1), z ~ p(z): integer images [N, H, W, C].
+    temperature scales every Gaussian's standard deviation."""
+    if tuple(shape[1:]) != tuple(self.image_shape):
+      raise ValueError(f'VAE samples have shape [N, {tuple(self.image_shape)}], asked for {shape}.')
+    k_z, k_x = jax.random.split(rng)
+    z1 = self._ancestral_z1(k_z, shape[0], temperature)
+    return self._sample_x(k_x, self._decoder_params(z1), temperature)
