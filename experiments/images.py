@@ -43,3 +43,22 @@ def save_grid(path: str, images, num_levels: int, ncols: int | None = None) -> n
   grid = make_grid(to_uint8(images, num_levels), ncols)
   Image.fromarray(grid).save(path)
   return grid
+
+
+def unit_to_uint8(images) -> np.ndarray:
+  """Float images on [0, 1] (decoder means) -> uint8 in {0..255}."""
+  x = np.asarray(images, np.float32) * 255.0
+  return np.clip(np.round(x), 0, 255).astype(np.uint8)
+
+
+def save_image(path: str, image_uint8: np.ndarray) -> np.ndarray:
+  """Writes one [H, W, 3] (or [H, W]) uint8 image as a PNG, creating its directory."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  Image.fromarray(np.asarray(image_uint8, np.uint8)).save(path)
+  return image_uint8
+
+
+def save_unit_grid(path: str, images, ncols: int | None = None) -> np.ndarray:
+  """Writes float images on [0, 1] as a PNG grid (make_grid's layout); returns the grid."""
+  grid = make_grid(unit_to_uint8(images), ncols)
+  return save_image(path, grid)

@@ -28,7 +28,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from autoreg import likelihood
-from experiments import audio, images, input_pipeline
+from experiments import audio, images, input_pipeline, latent_pictures
 from experiments.checkpointing import Checkpointer
 from experiments.models import build_model
 from experiments.writers import MetricWriter
@@ -368,6 +368,38 @@ class Run:
           f.write(f'=== sample {i} (temperature {sc.temperature}) ===\n{t}\n\n')
     return path
 
+  # -- Pictures of latent-variable models (experiments/latent_pictures.py) -----------------
+
+  def _test_examples(self, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Up to n real (unpadded) examples of the evaluation split: images and labels (None
+    where the data has no labels)."""
+    xs, ys, count = [], [], 0
+    for batch in self.data.eval_batches():
+      mask = np.asarray(batch['example_mask'], bool)
+      xs.append(np.asarray(batch['image'])[mask])
+      if 'label' in batch:
+        ys.append(np.asarray(batch['label'])[mask])
+      count += int(mask.sum())
+      if count >= n:
+        break
+    return (np.concatenate(xs)[:n] if xs else np.zeros((0,)),
+            np.concatenate(ys)[:n] if ys else None)
+
+  def write_latent_pictures(self, step: int, writer: MetricWriter | None = None) -> list[str]:
+    """For models with encode/decode on image data: reconstructions, decoder-mean samples,
+    the 2-D manifold, the test set's encodings by label, interpolations and (M2) analogies,
+    as samples/<picture>_step_N.png (experiments/latent_pictures.py). Returns the paths;
+    other models get none."""
+    if self.data.info.kind != 'image' or latent_pictures.protocol(self.model) is None:
+      return []
+    x, y = self._test_examples(latent_pictures.MAX_SCATTER_POINTS)
+    rng = jax.random.fold_in(jax.random.key(self.config.seed), step + 3)
+    return latent_pictures.write_latent_pictures(
+        self.model, self.eval_params, x, y, rng, os.path.join(self.workdir, 'samples'), step,
+        num_levels=self.data.info.num_levels, num_samples=self.config.train.num_samples,
+        temperature=self.config.sample.temperature, write=jax.process_index() == 0,
+        writer=writer)
+
   def write_completions(self, step: int) -> str | None:
     """The PixelRNN paper's occlusion completions: the top `completion_rows` rows of test
     images are given, the rest sampled. Writes samples/completions_step_N.png with one
@@ -459,6 +491,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       path = run.write_samples(step, writer)
       if path:
         logging.info('samples at step %d: %s', step, path)
+      for p in run.write_latent_pictures(step, writer):
+        logging.info('latent picture at step %d: %s', step, p)
     writer.flush()
 
   if not result:  # the run was already complete: report on the final state
@@ -491,5 +525,7 @@ def sample_run(config, workdir: str) -> str | None:
     path = run.write_completions(run.restored_step)
   else:
     path = run.write_samples(run.restored_step)
+    for p in run.write_latent_pictures(run.restored_step):
+      logging.info('latent picture: %s', p)
   run.ckpt.close()
   return path
