@@ -10,6 +10,14 @@ trainer stores in the checkpoint, so a resumed run sees exactly the batches it w
 
 Evaluation iterates over the whole test split in order; the last batch is padded and a
 'mask' field marks real examples, so every test example is counted exactly once.
+
+Semi-supervised training (`data.num_labelled` > 0, e.g. M2 in latent/m2.py): a fixed,
+seeded subset of num_labelled / num_classes training examples per class keeps its labels.
+Each training batch is `batch_size` examples of the whole training set with 'labelled'
+False, followed by `labelled_batch_size` examples of the labelled subset (its own
+shuffled, repeated stream) with 'labelled' True. The two batched streams are zipped at the
+MapDataset level, so batch i is a pure function of i: the combined iterator's state is one
+position, checkpointed and restored like the single stream's.
 """
 from __future__ import annotations
 
@@ -188,6 +196,72 @@ def _eval_shard(arrays, process_index, process_count):
   return shard, per_process
 
 
+def labelled_subset(labels: np.ndarray, num_labelled: int, num_classes: int,
+                    seed: int) -> np.ndarray:
+  """Indices of num_labelled // num_classes examples of each class, drawn without
+  replacement by `seed` (the same seed gives the same subset), grouped by class."""
+  if num_labelled % num_classes:
+    raise ValueError(f'config.data.num_labelled={num_labelled} must be a multiple of the '
+                     f'{num_classes} classes (the same number of labels per class).')
+  per_class = num_labelled // num_classes
+  rng = np.random.default_rng(seed)
+  picked = []
+  for c in range(num_classes):
+    idx = np.flatnonzero(labels == c)
+    if len(idx) < per_class:
+      raise ValueError(f'config.data.num_labelled={num_labelled} asks for {per_class} '
+                       f'examples of class {c}; the training split has {len(idx)}.')
+    picked.append(np.sort(rng.choice(idx, per_class, replace=False)))
+  return np.concatenate(picked)
+
+
+def _batched_stream(arrays, transform, shuffle_seed: int, transform_seed: int,
+                    batch_size: int, process_index: int, process_count: int):
+  """An infinite MapDataset of this process's batches: reshuffled every epoch, the random
+  transform seeded by each element's global index, sharded by process."""
+  ds = grain.MapDataset.source(_ArraySource(arrays)).shuffle(seed=shuffle_seed).repeat()
+  if transform is not None:
+    ds = ds.random_map(transform, seed=transform_seed)
+  ds = ds[process_index::process_count]
+  return ds.batch(batch_size // process_count, drop_remainder=True)
+
+
+def _concat_batches(pair):
+  unlabelled, labelled = pair
+  return {k: np.concatenate([unlabelled[k], labelled[k]]) for k in unlabelled}
+
+
+def _semi_supervised_train_iter(cfg, info: DatasetInfo, arrays, transform, *, seed: int,
+                                process_index: int, process_count: int,
+                                device_multiple: int) -> grain.DatasetIterator:
+  """Batches of batch_size unlabelled + labelled_batch_size labelled examples (see the
+  module docstring)."""
+  num_labelled = cfg.num_labelled
+  lbs = cfg.get('labelled_batch_size', 0) or 0
+  if info.num_classes < 2 or 'label' not in arrays:
+    raise ValueError(f'config.data.num_labelled={num_labelled} needs a labelled data set; '
+                     f'{info.name} has no labels.')
+  if lbs <= 0 or lbs % (process_count * device_multiple):
+    raise ValueError(f'config.data.labelled_batch_size={lbs} must be a positive multiple of '
+                     f'the {process_count * device_multiple} devices (over '
+                     f'{process_count} processes) the batch is sharded over.')
+  n = len(arrays['label'])
+  subset = labelled_subset(arrays['label'], num_labelled, info.num_classes,
+                           cfg.get('labelled_seed', 0))
+  unlabelled = dict(arrays, labelled=np.zeros(n, bool))
+  labelled = {k: v[subset] for k, v in arrays.items()}
+  labelled['labelled'] = np.ones(len(subset), bool)
+  # The unlabelled stream is the label-free pipeline's stream (same seeds) plus the flag;
+  # the labelled stream has seeds of its own, and is binarized afresh each draw too.
+  u = _batched_stream(unlabelled, transform, seed, seed + 1, cfg.batch_size,
+                      process_index, process_count)
+  l = _batched_stream(labelled, transform, seed + 2, seed + 3, lbs,
+                      process_index, process_count)
+  length = min(len(u), len(l))   # both are practically infinite; zip needs equal lengths
+  ds = grain.experimental.ZipMapDataset([u[:length], l[:length]]).map(_concat_batches)
+  return iter(ds.to_iter_dataset())
+
+
 def create_datasets(cfg, *, seed: int, process_index: int = 0, process_count: int = 1,
                     eval_batch_multiple: int = 1) -> Datasets:
   """Train iterator and evaluation batches for a config's `data` section.
@@ -195,7 +269,10 @@ def create_datasets(cfg, *, seed: int, process_index: int = 0, process_count: in
   cfg fields: name, source ('auto' | 'local' | 'tfds'), local_dir (None falls back to
   $DGM_DATA_DIR), batch_size (global), eval_batch_size (global), eval_split, and per kind:
   seq_len and random_offsets (text; training windows start at a random offset each epoch),
-  crop_length (audio), eval_binarization_seed (binarized images).
+  crop_length (audio), eval_binarization_seed (binarized images); for semi-supervised
+  training, num_labelled (0 or absent: off), labelled_batch_size and labelled_seed
+  (default 0), which make each training batch batch_size + labelled_batch_size examples
+  with a boolean 'labelled' field.
   The per-process evaluation batch is rounded up to a multiple of `eval_batch_multiple`
   (the local device count) so it shards evenly; padding is masked out.
   """
@@ -208,12 +285,14 @@ def create_datasets(cfg, *, seed: int, process_index: int = 0, process_count: in
                      f'{process_count} processes.')
 
   train_arrays, transform = _prepare_split(cfg, info, cfg.train_split, train=True)
-  ds = grain.MapDataset.source(_ArraySource(train_arrays)).shuffle(seed=seed).repeat()
-  if transform is not None:
-    ds = ds.random_map(transform, seed=seed + 1)
-  ds = ds[process_index::process_count]
-  ds = ds.batch(cfg.batch_size // process_count, drop_remainder=True)
-  train_iter = iter(ds.to_iter_dataset())
+  if cfg.get('num_labelled', 0):
+    train_iter = _semi_supervised_train_iter(
+        cfg, info, train_arrays, transform, seed=seed, process_index=process_index,
+        process_count=process_count, device_multiple=eval_batch_multiple)
+  else:
+    ds = _batched_stream(train_arrays, transform, seed, seed + 1, cfg.batch_size,
+                         process_index, process_count)
+    train_iter = iter(ds.to_iter_dataset())
 
   eval_arrays, _ = _prepare_split(cfg, info, cfg.eval_split, train=False)
   eval_arrays, n_eval = _eval_shard(eval_arrays, process_index, process_count)
