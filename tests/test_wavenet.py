@@ -209,3 +209,43 @@ def test_bytenet_shakespeare_tiny_trains(tmp_path, data_dir):
   assert 4.0 < result['bits_per_dim'] < 7.0             # log2(65) = 6.02
   text = (tmp_path / 'run' / 'samples' / 'step_3.txt').read_text()
   assert text.count('=== sample') == 4 and '\nROMEO:' in text
+
+
+def test_bytenet_dropout_only_in_training_and_never_breaks_causality():
+  model = ByteNet(residual_channels=8, gate_channels=8, output_channels=16, num_layers=2,
+                  num_stacks=1, dropout_rate=0.5)
+  text = jax.random.randint(jax.random.key(0), (2, 13), 0, 65)
+  params = random_params(model, text[:, :-1])
+  run = lambda train, key: model.apply(params, text[:, :-1], train=train,
+                                       rngs={'dropout': jax.random.key(key)})
+  np.testing.assert_array_equal(run(False, 1), run(False, 2))          # evaluation: no noise
+  np.testing.assert_array_equal(run(False, 1), model.apply(params, text[:, :-1]))
+  assert not np.allclose(run(True, 1), run(True, 2))                   # training: dropout
+  # Dropout masks elementwise in time, so a training pass is still causal.
+  emb = model.apply(params, text[:, :-1], method=lambda m, t: m.embed(t))
+  jac = jax.jacrev(lambda e: model.apply(params, e, train=True, rngs={
+      'dropout': jax.random.key(3)}).sum((0, -1)))(emb)
+  dep = np.asarray((jac != 0).any(axis=(1, 3)))
+  assert not np.triu(dep, 1).any()
+
+
+def test_text_training_windows_start_at_random_offsets(data_dir):
+  from configs import bytenet_shakespeare
+  from experiments import datasets, input_pipeline
+  cfg = bytenet_shakespeare.get_config('tiny').data
+  cfg.unlock()
+  cfg.update(local_dir=data_dir, source='local', batch_size=64)
+  text = datasets.load_split('tiny_shakespeare', 'train', source='local',
+                             local_dir=data_dir)['text']
+  batches = [next(input_pipeline.create_datasets(cfg, seed=s).train_iter)['text']
+             for s in (0, 0, 1)]
+  np.testing.assert_array_equal(batches[0], batches[1])       # deterministic per seed
+  assert not np.array_equal(batches[0], batches[2])
+  starts = []
+  for w in batches[0]:   # every window is a contiguous slice of the text
+    hits = np.flatnonzero(np.all(
+        np.lib.stride_tricks.sliding_window_view(text, len(w)) == w, axis=1))
+    assert len(hits) >= 1
+    starts.append(hits[0])
+  offsets = np.array(starts) % cfg.seq_len
+  assert len(set(offsets.tolist())) > 8     # not all aligned to the non-overlapping grid
