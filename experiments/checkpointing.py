@@ -1,12 +1,15 @@
 """The run's whole state in one orbax checkpoint per step, in `<workdir>/checkpoints`.
 
-Items: 'state' (step, params, optimizer state, EMA parameters, RNG) and 'data' (the grain
-iterator's position, as JSON). Saves are asynchronous; orbax writes each step to a
+Items: 'state' (step, params, optimizer state, EMA parameters, RNG, and the model's
+non-parameter collections, `model_state`: batch-norm statistics, fixed constants) and 'data'
+(the grain iterator's position, as JSON). Checkpoints written before `model_state` existed
+restore into a state whose model_state is empty. Saves are asynchronous; orbax writes each step to a
 temporary directory and renames it when complete, so a run killed mid-save leaves the
 previous step intact and a restart never sees half a checkpoint.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
@@ -26,15 +29,30 @@ def _key_name(k) -> str:
 
 
 def _param_shapes(tree) -> dict[str, tuple]:
-  """'a/b/kernel' -> shape for the model parameters of a state or its checkpoint metadata.
+  """'a/b/kernel' -> shape for the model parameters of a state or its checkpoint metadata,
+  and 'model_state/batch_stats/.../mean' -> shape for its non-parameter collections.
 
-  Only `params` is compared: the optimizer's state follows the parameters' shapes, and its
+  Only these are compared: the optimizer's state follows the parameters' shapes, and its
   container types (named tuples) are spelled differently in orbax's metadata.
   """
   params = tree.params if hasattr(tree, 'params') else tree['params']
   flat, _ = jax.tree_util.tree_flatten_with_path(params)
-  return {'/'.join(_key_name(k) for k in path): tuple(getattr(leaf, 'shape', ()))
-          for path, leaf in flat}
+  shapes = {'/'.join(_key_name(k) for k in path): tuple(getattr(leaf, 'shape', ()))
+            for path, leaf in flat}
+  flat, _ = jax.tree_util.tree_flatten_with_path(_model_state(tree) or {})
+  shapes.update({'model_state/' + '/'.join(_key_name(k) for k in path):
+                 tuple(getattr(leaf, 'shape', ())) for path, leaf in flat})
+  return shapes
+
+
+def _model_state(tree):
+  """The `model_state` of a state or of checkpoint metadata; None where there is none."""
+  if hasattr(tree, 'model_state'):
+    return tree.model_state
+  try:
+    return tree['model_state'] if 'model_state' in tree else None
+  except TypeError:
+    return None
 
 
 def item_handlers() -> dict:
@@ -87,13 +105,23 @@ class Checkpointer:
       raise CheckpointError(f'Checkpoint {step_dir} has no readable state metadata. {fix}')
     self._check_shapes(saved, target_state, step_dir)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target_state)
+    # A checkpoint from before model_state existed, for a model without such collections:
+    # restore every other field and keep the (empty) model_state of the target.
+    legacy = (dataclasses.is_dataclass(abstract) and hasattr(abstract, 'model_state')
+              and _model_state(saved) is None and not jax.tree.leaves(abstract.model_state))
+    if legacy:
+      abstract = {f.name: getattr(abstract, f.name) for f in dataclasses.fields(abstract)
+                  if f.name != 'model_state'}
     try:
       restored = self._manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
     except Exception as e:
       raise CheckpointError(f'Checkpoint {step_dir} could not be restored ({type(e).__name__}: '
                             f'{e}). It may be corrupt or from another model. {fix}') from e
-    return restored['state'], dict(restored['data'] or {})
+    state = restored['state']
+    if legacy:
+      state = target_state.replace(**state)
+    return state, dict(restored['data'] or {})
 
   @staticmethod
   def _check_shapes(saved_meta, target_state, step_dir: str) -> None:

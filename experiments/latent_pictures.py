@@ -79,14 +79,22 @@ def protocol(model) -> str | None:
   return SAMPLED
 
 
+def _variables(params) -> dict:
+  """`params` is a parameter tree or, for models with non-parameter collections (batch
+  statistics, constants), the whole variables dict {'params': ..., 'batch_stats': ...}."""
+  if isinstance(params, dict) and 'params' in params:
+    return params
+  return {'params': params}
+
+
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _apply(model, method, params, *args):
-  return model.apply({'params': params}, *args, method=method)
+  return model.apply(_variables(params), *args, method=method)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
 def _sample_means(model, params, rng, n, temperature):
-  return model.apply({'params': params}, rng, n, temperature, method='sample_means')
+  return model.apply(_variables(params), rng, n, temperature, method='sample_means')
 
 
 def _chunks(n: int, chunk: int):
@@ -355,7 +363,7 @@ def latent_dim(model, params, image, label=None) -> int:
   args = [jnp.asarray(image[:1], jnp.int32)]
   if protocol(model) == M2:
     args.append(jnp.asarray(label[:1], jnp.int32))
-  return int(jax.eval_shape(lambda p, *a: model.apply({'params': p}, *a, method='encode'),
+  return int(jax.eval_shape(lambda p, *a: model.apply(_variables(p), *a, method='encode'),
                             params, *args).shape[-1])
 
 

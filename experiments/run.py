@@ -4,6 +4,10 @@
   samples = run.model.apply({'params': run.params}, jax.random.key(0), (16, 8, 8, 1),
                             method='sample')
   log_p = run.model.apply({'params': run.params}, images, method='log_prob')
+
+Models with non-parameter collections (batch-norm statistics, an LU 1x1 convolution's
+constants) need them in every apply: `run.variables` is {'params': run.params,
+**run.model_state}, and works for every model.
 """
 from __future__ import annotations
 
@@ -30,6 +34,12 @@ class LoadedRun:
   raw_params: Any        # the optimizer's current parameters
   step: int
   workdir: str
+  model_state: Any = dataclasses.field(default_factory=dict)   # non-'params' collections
+
+  @property
+  def variables(self) -> dict:
+    """What `model.apply` takes: the EMA parameters and the non-parameter collections."""
+    return {'params': self.params, **self.model_state}
 
 
 def load_run(workdir: str, step: int | None = None) -> LoadedRun:
@@ -62,4 +72,5 @@ def load_run(workdir: str, step: int | None = None) -> LoadedRun:
                             f'({type(e).__name__}: {e}).') from e
   to_jnp = lambda t: jax.tree.map(jnp.asarray, t)
   return LoadedRun(config=config, model=model, params=to_jnp(state['ema_params']),
-                   raw_params=to_jnp(state['params']), step=step, workdir=workdir)
+                   raw_params=to_jnp(state['params']), step=step, workdir=workdir,
+                   model_state=to_jnp(dict(state.get('model_state') or {})))

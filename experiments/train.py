@@ -11,6 +11,13 @@ Data parallelism is `jax.jit` over a 1-D `Mesh` whose axis 'data' shards the bat
 train state is replicated. Per-step randomness is `fold_in(rng, step)`, the data position is
 checkpointed, and XLA on CPU is deterministic, so a resumed run is bit-identical to an
 uninterrupted one.
+
+Variables other than 'params' that `init` returns (batch-norm running averages in
+'batch_stats', fixed constants such as an LU 1x1 convolution's permutation in 'constants')
+live in `TrainState.model_state` and go to every apply: the train step lets the model update
+'batch_stats' (`mutable=['batch_stats']`), evaluation and sampling use them read-only, with
+the EMA parameters where those are evaluated. Models without such collections have an empty
+model_state and run exactly as before.
 """
 from __future__ import annotations
 
@@ -45,6 +52,13 @@ class TrainState:
   opt_state: Any
   ema_params: Any
   rng: jax.Array   # raw uint32 key data, so the checkpoint holds plain arrays
+  # Every non-'params' collection of `init` (e.g. 'batch_stats', 'constants'); {} for most.
+  model_state: Any = flax.struct.field(default_factory=dict)
+
+
+def model_variables(params, model_state) -> dict:
+  """The variables dict for `model.apply`: params plus any non-parameter collections."""
+  return {'params': params, **(model_state or {})}
 
 
 # --------------------------------------------------------------------------- optimizer
@@ -110,8 +124,10 @@ def init_train_state(model, tx, example_batch: dict, seed: int, mesh: Mesh) -> T
     variables = model.init({'params': k_params, 'sample': k_sample, 'dropout': k_sample},
                            batch, train=False, method='loss')
     params = variables['params']
+    model_state = {k: v for k, v in variables.items() if k != 'params'}
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                      ema_params=params, rng=jax.random.key_data(k_train))
+                      ema_params=params, rng=jax.random.key_data(k_train),
+                      model_state=model_state)
 
   batch = {k: jnp.asarray(v) for k, v in example_batch.items()}
   return jax.jit(init, out_shardings=replicated(mesh))(batch)
@@ -133,12 +149,26 @@ def make_train_step(model, tx, schedule, *, ema_decay: float, num_dims: int, mes
   def train_step(state: TrainState, batch: dict):
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     k_sample, k_dropout = jax.random.split(rng)
+    rngs = {'sample': k_sample, 'dropout': k_dropout}
+    model_state = state.model_state
 
-    def loss_fn(params):
-      return model.apply({'params': params}, batch, train=True,
-                         rngs={'sample': k_sample, 'dropout': k_dropout}, method='loss')
+    if 'batch_stats' in model_state:
+      # Batch norm trains on batch statistics and moves its running averages.
+      def loss_fn(params):
+        (objective, metrics), updates = model.apply(
+            model_variables(params, model_state), batch, train=True, rngs=rngs,
+            method='loss', mutable=['batch_stats'])
+        return objective, (metrics, updates)
 
-    (objective, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+      (objective, (metrics, new_vars)), grads = jax.value_and_grad(
+          loss_fn, has_aux=True)(state.params)
+      model_state = {**model_state, 'batch_stats': new_vars['batch_stats']}
+    else:
+      def loss_fn(params):
+        return model.apply(model_variables(params, model_state), batch, train=True,
+                           rngs=rngs, method='loss')
+
+      (objective, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     # Averaging warms up like TF's ExponentialMovingAverage(num_updates=step), so short
@@ -153,7 +183,7 @@ def make_train_step(model, tx, schedule, *, ema_decay: float, num_dims: int, mes
                update_norm=optax.tree.norm(updates),
                learning_rate=schedule(state.step))
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                              ema_params=ema)
+                              ema_params=ema, model_state=model_state)
     return new_state, out
 
   return jax.jit(train_step, in_shardings=(replicated(mesh), batch_sharded(mesh)),
@@ -176,13 +206,14 @@ def compiler_options(mesh: Mesh) -> dict | None:
 
 
 def make_eval_step(model, mesh: Mesh, seed: int):
-  """eval_step(params, batch) -> sums over real examples of each per-example metric."""
+  """eval_step(params, batch, model_state) -> sums over real examples of each per-example
+  metric; model_state (non-parameter collections, often {}) is used read-only."""
 
-  def eval_step(params, batch):
+  def eval_step(params, batch, model_state):
     batch = dict(batch)
     weight = batch.pop('example_mask').astype(jnp.float32)
     rng = jax.random.fold_in(jax.random.key(seed), 0x5EED)
-    _, metrics = model.apply({'params': params}, batch, train=False,
+    _, metrics = model.apply(model_variables(params, model_state), batch, train=False,
                              rngs={'sample': rng, 'dropout': rng}, method='loss')
     sums = {}
     for k, v in metrics.items():
@@ -191,15 +222,18 @@ def make_eval_step(model, mesh: Mesh, seed: int):
     sums['count'] = jnp.sum(weight)
     return sums
 
-  return jax.jit(eval_step, in_shardings=(replicated(mesh), batch_sharded(mesh)),
+  return jax.jit(eval_step,
+                 in_shardings=(replicated(mesh), batch_sharded(mesh), replicated(mesh)),
                  out_shardings=replicated(mesh), compiler_options=compiler_options(mesh))
 
 
-def evaluate(eval_step, params, data: input_pipeline.Datasets, mesh: Mesh) -> dict:
+def evaluate(eval_step, params, data: input_pipeline.Datasets, mesh: Mesh,
+             model_state=None) -> dict:
   """Metrics averaged over every example of the evaluation split; nll in nats/example."""
   totals: dict[str, float] = {}
+  model_state = model_state or {}
   for batch in data.eval_batches():
-    sums = jax.device_get(eval_step(params, to_global_batch(batch, mesh)))
+    sums = jax.device_get(eval_step(params, to_global_batch(batch, mesh), model_state))
     for k, v in sums.items():
       totals[k] = totals.get(k, 0.0) + float(v)
   count = totals.pop('count')
@@ -271,8 +305,15 @@ class Run:
   def eval_params(self):
     return self.state.ema_params if self.config.train.eval_with_ema else self.state.params
 
+  @property
+  def eval_variables(self) -> dict:
+    """{'params': eval_params, **model_state}: the EMA (or current) parameters with the
+    current non-parameter collections, for any apply outside the train step."""
+    return model_variables(self.eval_params, self.state.model_state)
+
   def evaluate(self) -> dict:
-    return evaluate(self.eval_step, self.eval_params, self.data, self.mesh)
+    return evaluate(self.eval_step, self.eval_params, self.data, self.mesh,
+                    self.state.model_state)
 
   def _sample(self, rng, shape, sampler: str | None = None, **kwargs):
     """Samples with the configured sampler ('naive' or 'cached') and temperature."""
@@ -287,9 +328,9 @@ class Run:
     # One compiled sampler per (method, shape), reused by every sample_every step.
     key = (method, tuple(shape))
     if key not in self._samplers:
-      self._samplers[key] = jax.jit(lambda params, rng, kw: self.model.apply(
-          {'params': params}, rng, shape, temperature=sc.temperature, method=method, **kw))
-    return jax.device_get(self._samplers[key](self.eval_params, rng, kwargs))
+      self._samplers[key] = jax.jit(lambda variables, rng, kw: self.model.apply(
+          variables, rng, shape, temperature=sc.temperature, method=method, **kw))
+    return jax.device_get(self._samplers[key](self.eval_variables, rng, kwargs))
 
   def write_samples(self, step: int, writer: MetricWriter | None = None) -> str | None:
     """Writes samples a person opens: a PNG grid (one row per class for class-conditional
@@ -355,10 +396,9 @@ class Run:
     n = self.config.train.num_samples
     prompt = jnp.tile(jnp.asarray([index[ch] for ch in sc.prompt], jnp.int32), (n, 1))
     rng = jax.random.fold_in(jax.random.key(self.config.seed), step + 1)
-    fn = jax.jit(lambda params, rng, prompt: self.model.apply(
-        {'params': params}, rng, prompt, sc.length, temperature=sc.temperature,
-        method='sample'))
-    ids = np.asarray(jax.device_get(fn(self.eval_params, rng, prompt)))
+    fn = jax.jit(lambda variables, rng, prompt: self.model.apply(
+        variables, rng, prompt, sc.length, temperature=sc.temperature, method='sample'))
+    ids = np.asarray(jax.device_get(fn(self.eval_variables, rng, prompt)))
     texts = [''.join(info.vocab[i] for i in row) for row in ids]
     path = os.path.join(self.workdir, 'samples', f'step_{step}.txt')
     if jax.process_index() == 0:
@@ -394,8 +434,11 @@ class Run:
       return []
     x, y = self._test_examples(latent_pictures.MAX_SCATTER_POINTS)
     rng = jax.random.fold_in(jax.random.key(self.config.seed), step + 3)
+    # Models with non-parameter collections get the whole variables dict
+    # (latent_pictures accepts either).
+    params = self.eval_variables if self.state.model_state else self.eval_params
     return latent_pictures.write_latent_pictures(
-        self.model, self.eval_params, x, y, rng, os.path.join(self.workdir, 'samples'), step,
+        self.model, params, x, y, rng, os.path.join(self.workdir, 'samples'), step,
         num_levels=self.data.info.num_levels, num_samples=self.config.train.num_samples,
         temperature=self.config.sample.temperature, write=jax.process_index() == 0,
         writer=writer)
