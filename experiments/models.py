@@ -15,6 +15,10 @@ MODELS = {
     'vae': 'latent.vae:VAE',
     'm2': 'latent.m2:M2',
     'pixelvae': 'latent.pixelvae:PixelVAE',
+    'nice': 'flows.nice:NICE',
+    'realnvp': 'flows.realnvp:RealNVP',
+    'glow': 'flows.glow:Glow',
+    'maf': 'flows.maf:MAFModel',
 }
 
 

@@ -487,9 +487,12 @@ class LUInvertible1x1Conv(Bijector):
     # One draw shared by every initializer, so P, L, U and s come from the same rotation.
     # (Flax also traces initializers at apply time to check shapes; the key is a dummy then.)
     key = self.make_rng('params') if self.is_initializing() else jax.random.key(0)
+    decomposition = []
 
     def plu():
-      return jax.scipy.linalg.lu(random_rotation(key, (c, c)))
+      if not decomposition:   # once per call, however many initializers ask
+        decomposition.append(jax.scipy.linalg.lu(random_rotation(key, (c, c))))
+      return decomposition[0]
 
     lower = self.param('lower', lambda _: jnp.tril(plu()[1], -1))
     upper = self.param('upper', lambda _: jnp.triu(plu()[2], 1))

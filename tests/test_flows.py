@@ -1,0 +1,291 @@
+"""Invertible image models (flows/nice.py, realnvp.py, glow.py, maf.py): exact round trips,
+the reported nll against a brute-force jax.jacfwd log-determinant of the whole model
+(preprocessing and learned priors included), a 2-D flow density that integrates to one,
+sampling and temperature, finiteness at the papers' depths, and training through the
+generic trainer (batch statistics and LU constants in the state and the checkpoint).
+
+Round trips and likelihoods use RANDOM variables: a fresh flow is (nearly) the identity.
+"""
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import train
+from experiments.checkpointing import Checkpointer
+from flows import bijectors as fb
+from flows.glow import Glow
+from flows.maf import MAFModel
+from flows.models import quantize
+from flows.nice import NICE
+from flows.realnvp import RealNVP
+
+SHAPE = (4, 4, 1)
+D = math.prod(SHAPE)
+MODELS = {
+    'nice': lambda: NICE(image_shape=SHAPE, hidden=(8, 8)),
+    'realnvp': lambda: RealNVP(image_shape=SHAPE, num_scales=2, features=4, num_blocks=1),
+    'glow': lambda: Glow(image_shape=SHAPE, num_levels=2, num_steps=2, hidden_features=8),
+    'maf': lambda: MAFModel(image_shape=SHAPE, num_layers=2, hidden_sizes=(16,)),
+}
+
+
+def _images(n=3, seed=0):
+  return jnp.asarray(np.random.default_rng(seed).integers(0, 256, (n,) + SHAPE), jnp.uint8)
+
+
+def random_variables(model, image, seed=0):
+  """Every variable drawn at random in NumPy into the shapes `init` gives: kernels at a
+  fan-in scale, 1-D parameters uniform in [-0.5, 0.5], running variances positive, LU
+  constants a random permutation matrix and random signs."""
+  shapes = jax.eval_shape(lambda: model.init(
+      {'params': jax.random.key(0), 'sample': jax.random.key(0)}, {'image': image},
+      train=False, method='loss'))
+  rng = np.random.default_rng(seed)
+
+  def draw(path, leaf):
+    collection, name = path[0].key, path[-1].key
+    if collection == 'constants' and name == 'permutation':
+      value = np.eye(leaf.shape[0])[rng.permutation(leaf.shape[0])]
+    elif collection == 'constants' and name == 'sign_s':
+      value = rng.choice([-1.0, 1.0], leaf.shape)
+    elif collection == 'batch_stats':
+      value = rng.uniform(0.5, 2.0, leaf.shape) if name == 'var' else rng.normal(
+          0, 0.5, leaf.shape)
+    elif leaf.ndim == 1:
+      value = rng.uniform(-0.5, 0.5, leaf.shape)
+    else:
+      value = rng.standard_normal(leaf.shape) / np.sqrt(np.prod(leaf.shape[:-1]))
+    return jnp.asarray(value, jnp.float32)
+
+  return jax.tree_util.tree_map_with_path(draw, shapes)
+
+
+def _log_base(eps, prior):
+  """An independent NumPy base density, standard normal or standard logistic."""
+  eps = np.asarray(eps, np.float64)
+  if prior == 'gaussian':
+    return (-0.5 * eps ** 2 - 0.5 * np.log(2 * np.pi)).sum(-1)
+  return (-eps - 2 * np.log1p(np.exp(-eps))).sum(-1)
+
+
+@pytest.mark.parametrize('name', sorted(MODELS))
+def test_round_trip_nll_by_brute_force_jacobian_and_sampling(name):
+  """decode(encode(x)) == x; the loss's nll equals -log p(x) + D log 256 with log p from
+  the base density and jax.jacfwd's log-determinant of encode; samples are valid integer
+  images, and temperature 0 gives the decoded base mean."""
+  model = MODELS[name]()
+  image = _images()
+  variables = random_variables(model, image, seed=1)
+  key = jax.random.key(7)
+
+  @jax.jit
+  def run(variables):
+    apply = lambda *a, **k: model.apply(variables, *a, **k)
+    x = apply(image, rngs={'sample': key}, method='dequantize')
+    _, metrics = apply({'image': image}, train=False, rngs={'sample': key}, method='loss')
+    z = apply(x, method='encode')
+    x_back = apply(z, method='decode')
+    encode_one = lambda v: apply(v.reshape((1,) + SHAPE), method='encode')[0]
+    jac = jax.vmap(jax.jacfwd(encode_one))(x.reshape(x.shape[0], -1))
+    samples = apply(jax.random.key(0), (5,) + SHAPE, method='sample')
+    cold = [apply(jax.random.key(i), (2,) + SHAPE, temperature=0.0, method='sample')
+            for i in (1, 2)]
+    mean = quantize(apply(jnp.zeros((2, D)), method='decode'))
+    return x, metrics, z, x_back, jnp.linalg.slogdet(jac), samples, cold, mean
+
+  x, metrics, z, x_back, (sign, log_det), samples, cold, mean = jax.tree.map(
+      np.asarray, run(variables))
+  # Exact inverse, and not the identity.
+  assert z.shape == (3, D)
+  np.testing.assert_allclose(x_back, x, atol=2e-5)
+  assert np.abs(z - x.reshape(3, D)).max() > 0.1
+  # Dequantization: x in the image's bin.
+  assert np.all(np.floor(x * 256) == np.asarray(image))
+  # nll = -(log p_base(eps) + log|det d eps/dx|) + D log 256, by brute force.
+  assert np.all(sign != 0)
+  want = -(_log_base(z, model.prior) + log_det) + D * np.log(256)
+  np.testing.assert_allclose(metrics['nll'], want, rtol=1e-5, atol=2e-3)
+  np.testing.assert_allclose(metrics['log_det'] + metrics['log_prior'],
+                             -(metrics['nll'] - D * np.log(256)), rtol=1e-5, atol=1e-3)
+  assert all(v.dtype == np.float32 and v.shape == (3,) for v in metrics.values())
+  # Sampling.
+  assert samples.shape == (5,) + SHAPE and samples.dtype == np.int32
+  assert samples.min() >= 0 and samples.max() <= 255
+  assert len({s.tobytes() for s in samples}) == 5, 'independent draws differ'
+  for c in cold:
+    np.testing.assert_array_equal(c, mean)
+
+
+def test_two_dimensional_flow_density_integrates_to_one():
+  """Affine couplings, a MAF layer and batch norm (eval) on R^2 with a N(0, I) base:
+  sum over a grid of exp(log p) * cell area is 1."""
+  flow = fb.Chain((fb.AffineCoupling(hidden=(16,)), fb.AffineCoupling(flip=True, hidden=(16,)),
+                   fb.MAF(hidden_sizes=(16,), input_order='reversed'),
+                   fb.BatchNormBijector(), fb.AffineCoupling(mask='channel', hidden=(16,))))
+  from tests.test_bijectors import random_variables as bijector_variables
+  variables = bijector_variables(flow, jnp.zeros((2, 2)), seed=3)
+  n, lim = 801, 12.0
+  g = np.linspace(-lim, lim, n, dtype=np.float32)
+  points = jnp.asarray(np.stack(np.meshgrid(g, g, indexing='ij'), -1).reshape(-1, 2))
+
+  @jax.jit
+  def log_p(points):
+    z, ld = flow.apply(variables, points, method='forward')
+    return -0.5 * jnp.sum(z ** 2, -1) - jnp.log(2 * jnp.pi) + ld
+
+  lp = np.asarray(log_p(points), np.float64)
+  total = np.exp(lp).sum() * (g[1] - g[0]) ** 2
+  assert abs(total - 1.0) < 1e-2, total
+  # Not a Gaussian in disguise: the density is far from N(0, I)'s.
+  gauss = -0.5 * np.sum(np.asarray(points, np.float64) ** 2, -1) - np.log(2 * np.pi)
+  assert np.abs(np.exp(lp) - np.exp(gauss)).max() > 0.01
+
+
+def _config_model(name, **overrides):
+  import importlib
+  from experiments.models import build_model
+  c = importlib.import_module(f'configs.{name}').get_config()
+  return build_model(c.model_name, {**c.model.to_dict(), **overrides}), c.model.image_shape
+
+
+# The configs' flow depths (every coupling, normalization and 1x1 convolution layer, so
+# every log-determinant that adds up); the coupling networks shrink to keep the test cheap,
+# and Glow's 1x1 convolutions are the plain ones here because LU-decomposing 64 random
+# rotations without jit costs most of the test's time.
+PAPER_DEPTHS = {
+    'nice_mnist': dict(hidden=(8,) * 5),
+    'maf_mnist': dict(hidden_sizes=(8,)),
+    'realnvp_mnist': dict(features=2, num_blocks=1),
+    'glow_mnist': dict(hidden_features=4, lu=False),
+}
+
+
+@pytest.mark.parametrize('name', sorted(PAPER_DEPTHS))
+def test_fresh_model_at_paper_depth_has_finite_loss(name):
+  model, shape = _config_model(name, **PAPER_DEPTHS[name])
+  image = jnp.asarray(np.random.default_rng(0).integers(0, 256, (8,) + tuple(shape)),
+                      jnp.uint8)
+  # Without jit: compiling dozens of flow steps costs far more than running them once.
+  variables = model.init({'params': jax.random.key(0), 'sample': jax.random.key(1)},
+                         {'image': image}, train=False, method='loss')
+  (objective, metrics), _ = model.apply(variables, {'image': image}, train=True,
+                                        rngs={'sample': jax.random.key(2)}, method='loss',
+                                        mutable=['batch_stats'])
+  assert np.isfinite(float(objective)) and objective.dtype == jnp.float32
+  assert set(metrics) == {'nll', 'log_det', 'log_prior'}
+  for k, v in metrics.items():
+    assert v.dtype == jnp.float32 and v.shape == (8,), k
+    assert np.all(np.isfinite(np.asarray(v))), k
+
+
+def _tiny_config(module, data_dir, **train_overrides):
+  c = module.get_config('tiny')
+  c.data.local_dir = data_dir
+  c.train.update(train_overrides)
+  return c
+
+
+def test_realnvp_trains_updates_batch_stats_and_resumes_them(tmp_path, data_dir):
+  from configs import realnvp_mnist
+  c = _tiny_config(realnvp_mnist, data_dir, num_steps=2)
+  workdir = str(tmp_path / 'run')
+  run = train.Run(c, workdir, restore=False)
+  initial = jax.device_get(run.state.model_state)
+  assert set(initial) == {'batch_stats'}
+  fresh = jax.tree.map(jnp.copy, run.state)    # the train step donates run.state
+  step = train.make_train_step(run.model, run.tx, run.schedule, ema_decay=0.99,
+                               num_dims=run.data.num_dims, mesh=run.mesh)
+  state = run.state
+  for _ in range(2):
+    state, metrics = step(state, train.to_global_batch(next(run.data.train_iter), run.mesh))
+    assert np.isfinite(float(metrics['loss'])) and 'log_det' in metrics
+  trained = jax.device_get(state.model_state)
+  # The first batch-norm bijector sees the data's statistics (far from its initial 0 and
+  # 1); later ones see the normalized outputs of near-identity couplings, so they barely
+  # move in two steps.
+  first = trained['batch_stats']['scale0_batchnorm0']
+  assert np.abs(first['mean']).min() > 1e-3 and np.abs(first['var'] - 1).min() > 1e-3
+  moved = [np.abs(a - b).max() > 0 for a, b in zip(jax.tree.leaves(trained),
+                                                   jax.tree.leaves(initial))]
+  assert np.mean(moved) > 0.5
+  run.ckpt.save(2, state, {'iterator': run.data.train_iter.get_state()})
+  run.ckpt.close()
+
+  # What Run does on resume: restore into the structure of a freshly initialized state.
+  ckpt = Checkpointer(workdir)
+  restored, _ = ckpt.restore(fresh)
+  ckpt.close()
+  assert int(restored.step) == 2
+  assert jax.tree.structure(restored.model_state) == jax.tree.structure(trained)
+  for a, b in zip(jax.tree.leaves(jax.device_get(restored.model_state)),
+                  jax.tree.leaves(trained)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_glow_trains_samples_and_loads_with_its_constants(tmp_path, data_dir):
+  from configs import glow_mnist
+  import experiments
+  c = _tiny_config(glow_mnist, data_dir, num_steps=2, checkpoint_every=2, num_samples=4)
+  workdir = str(tmp_path / 'run')
+  result = train.train_and_evaluate(c, workdir)
+  assert result['step'] == 2 and np.isfinite(result['bits_per_dim'])
+  assert 3.0 < result['bits_per_dim'] < 12.0
+  assert (tmp_path / 'run' / 'samples' / 'step_2.png').exists()
+  assert (tmp_path / 'run' / 'samples' / 'interpolations_step_2.png').exists()
+  loaded = experiments.load_run(workdir)
+  assert set(loaded.model_state) == {'constants'} and set(loaded.variables) == {
+      'params', 'constants'}
+  for layer in loaded.model_state['constants'].values():   # P is a permutation matrix
+    p = np.asarray(layer['permutation'])
+    assert set(np.unique(p)) <= {0.0, 1.0} and np.all(p.sum(0) == 1) and np.all(p.sum(1) == 1)
+
+
+def test_non_finite_log_det_stops_training_and_names_it(tmp_path):
+  model = NICE(image_shape=SHAPE, hidden=(8,))
+  tx, schedule = train.create_optimizer(
+      _optimizer_config(), 10)
+  mesh = train.make_mesh(jax.devices()[:1])
+  batch = {'image': np.asarray(_images(8))}
+  state = train.init_train_state(model, tx, batch, 0, mesh)
+  params = jax.device_get(state.params)
+  params['scaling']['log_scale'] = np.full((D,), 3e37, np.float32)   # sums to inf
+  state = state.replace(params=jax.device_put(params, train.replicated(mesh)))
+  step = train.make_train_step(model, tx, schedule, ema_decay=0.9, num_dims=D, mesh=mesh)
+  _, metrics = step(state, train.to_global_batch(batch, mesh))
+  metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+  with pytest.raises(train.NaNLossError, match='log_det=inf'):
+    train._check_finite(metrics, 1, Checkpointer(str(tmp_path)))  # pylint: disable=protected-access
+
+
+def _optimizer_config():
+  from configs import nice_mnist
+  return nice_mnist.get_config('tiny').optimizer
+
+
+def test_checkpoint_from_before_model_state_restores(tmp_path):
+  """Runs saved before TrainState had model_state resume, with an empty one."""
+  import flax
+
+  @flax.struct.dataclass
+  class OldState:
+    step: jax.Array
+    params: dict
+    opt_state: tuple
+    ema_params: dict
+    rng: jax.Array
+
+  old = OldState(step=jnp.int32(4), params={'w': jnp.ones(3)}, opt_state=(),
+                 ema_params={'w': jnp.full(3, 2.0)}, rng=jnp.zeros(2, jnp.uint32))
+  ckpt = Checkpointer(str(tmp_path))
+  ckpt.save(4, old, {})
+  ckpt.close()
+  target = train.TrainState(step=jnp.int32(0), params={'w': jnp.zeros(3)}, opt_state=(),
+                            ema_params={'w': jnp.zeros(3)}, rng=jnp.zeros(2, jnp.uint32))
+  ckpt = Checkpointer(str(tmp_path))
+  state, _ = ckpt.restore(target)
+  ckpt.close()
+  assert int(state.step) == 4 and state.model_state == {}
+  np.testing.assert_array_equal(state.ema_params['w'], 2.0)
