@@ -21,7 +21,8 @@ def test_config_and_tiny_preset_build_their_model(name):
   for arg in (None, 'tiny'):
     c = module.get_config(arg)
     model = build_model(c.model_name, c.model.to_dict())
-    assert c.data.batch_size % 8 == 0, 'global batches shard over 8 devices in tests'
+    if arg == 'tiny':   # the paper configs keep the papers' batch sizes (e.g. IWAE's 100)
+      assert c.data.batch_size % 8 == 0, 'global batches shard over 8 devices in tests'
     assert module.__doc__ and 'python -m experiments.main' in module.__doc__, name
     del model
   with pytest.raises(ValueError, match='Unknown preset'):
