@@ -35,6 +35,34 @@ def random_params(model, *args, seed=0, method=None, **kwargs):
   return jax.tree.map(draw, shapes)
 
 
+def random_flow_variables(shapes, seed=0):
+  """Every variable of a flow drawn at random in NumPy into `shapes` (a jax.eval_shape of
+  init): kernels at a fan-in scale, 1-D parameters uniform in [-0.5, 0.5], running variances
+  positive, LU constants a random permutation matrix and random signs, so no layer is the
+  identity its initialization makes it."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+
+  def draw(path, leaf):
+    collection, name = path[0].key, path[-1].key
+    if collection == 'constants' and name == 'permutation':
+      value = np.eye(leaf.shape[0])[rng.permutation(leaf.shape[0])]
+    elif collection == 'constants' and name == 'sign_s':
+      value = rng.choice([-1.0, 1.0], leaf.shape)
+    elif collection == 'batch_stats':
+      value = rng.uniform(0.5, 2.0, leaf.shape) if name == 'var' else rng.normal(
+          0, 0.5, leaf.shape)
+    elif leaf.ndim == 1:
+      value = rng.uniform(-0.5, 0.5, leaf.shape)
+    else:
+      value = rng.standard_normal(leaf.shape) / np.sqrt(np.prod(leaf.shape[:-1]))
+    return jnp.asarray(value, jnp.float32)
+
+  return jax.tree_util.tree_map_with_path(draw, shapes)
+
+
 def shared_data_dir():
   """$DGM_DATA_DIR, else ../shared/data beside the repo, if it holds MNIST; else None."""
   path = os.environ.get('DGM_DATA_DIR') or os.path.join(os.path.dirname(REPO), 'shared', 'data')

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from flows import bijectors as fb
+from tests.conftest import random_flow_variables
 
 IMAGE = (2, 4, 4, 2)      # per-example map on 32 numbers: a 32 x 32 Jacobian
 FLAT = (2, 6)
@@ -21,25 +22,7 @@ def random_variables(model, x, seed=0, **kwargs):
   constants a random permutation matrix and random signs."""
   shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), x, method='forward',
                                              **kwargs))
-  rng = np.random.default_rng(seed)
-
-  def draw(path, leaf):
-    collection, name = path[0].key, path[-1].key
-    if collection == 'constants' and name == 'permutation':
-      value = np.eye(leaf.shape[0])[rng.permutation(leaf.shape[0])]
-    elif collection == 'constants' and name == 'sign_s':
-      value = rng.choice([-1.0, 1.0], leaf.shape)
-    elif collection == 'batch_stats':
-      value = rng.uniform(0.5, 2.0, leaf.shape) if name == 'var' else rng.normal(
-          0, 0.5, leaf.shape)
-    elif leaf.ndim == 1:
-      value = rng.uniform(-0.5, 0.5, leaf.shape)
-    else:
-      fan_in = np.prod(leaf.shape[:-1])
-      value = rng.standard_normal(leaf.shape) / np.sqrt(fan_in)
-    return jnp.asarray(value, jnp.float32)
-
-  return jax.tree_util.tree_map_with_path(draw, shapes)
+  return random_flow_variables(shapes, seed)
 
 
 def _per_example_log_det(fn, x, context):

@@ -21,6 +21,7 @@ from flows.maf import MAFModel
 from flows.models import quantize
 from flows.nice import NICE
 from flows.realnvp import RealNVP
+from tests.conftest import random_flow_variables
 
 SHAPE = (4, 4, 1)
 D = math.prod(SHAPE)
@@ -43,24 +44,7 @@ def random_variables(model, image, seed=0):
   shapes = jax.eval_shape(lambda: model.init(
       {'params': jax.random.key(0), 'sample': jax.random.key(0)}, {'image': image},
       train=False, method='loss'))
-  rng = np.random.default_rng(seed)
-
-  def draw(path, leaf):
-    collection, name = path[0].key, path[-1].key
-    if collection == 'constants' and name == 'permutation':
-      value = np.eye(leaf.shape[0])[rng.permutation(leaf.shape[0])]
-    elif collection == 'constants' and name == 'sign_s':
-      value = rng.choice([-1.0, 1.0], leaf.shape)
-    elif collection == 'batch_stats':
-      value = rng.uniform(0.5, 2.0, leaf.shape) if name == 'var' else rng.normal(
-          0, 0.5, leaf.shape)
-    elif leaf.ndim == 1:
-      value = rng.uniform(-0.5, 0.5, leaf.shape)
-    else:
-      value = rng.standard_normal(leaf.shape) / np.sqrt(np.prod(leaf.shape[:-1]))
-    return jnp.asarray(value, jnp.float32)
-
-  return jax.tree_util.tree_map_with_path(draw, shapes)
+  return random_flow_variables(shapes, seed)
 
 
 def _log_base(eps, prior):
