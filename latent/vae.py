@@ -232,11 +232,18 @@ class VAE(nn.Module):
   def log_weights(self, image, rng, num_samples: int):
     """[k, B] log w = log p(x, z) - log q(z | x) for k samples z ~ q(z | x), and the
     per-sample terms (log p(x|z_1), log q(z|x) - log p(z)) as [k, B] each."""
+    return self._log_weights(image, rng, num_samples)[:3]
+
+  def _log_weights(self, image, rng, num_samples: int):
+    """log_weights' three arrays and q(z_1 | x)'s (mean, log_var), so the loss's analytic
+    KL reuses the encoder pass instead of running it again."""
     keys = jax.random.split(rng, len(self.latent_dims) + 1)
     h = self._net_input(image)
-    log_q, log_p, zs = 0.0, 0.0, []
+    log_q, log_p, zs, q1 = 0.0, 0.0, [], None
     for l in range(len(self.latent_dims)):
       mean, log_var = _split_gaussian(self.q_nets[l](h))
+      if l == 0:
+        q1 = (mean, log_var)
       z = dist.reparameterize(keys[l], mean, log_var, (num_samples,) if l == 0 else ())
       log_q = log_q + dist.gaussian_log_prob(z, mean, log_var, batch_ndim=2)
       zs.append(z)
@@ -246,7 +253,7 @@ class VAE(nn.Module):
       mean, log_var = _split_gaussian(self.p_nets[l](zs[l]))
       log_p = log_p + dist.gaussian_log_prob(zs[l - 1], mean, log_var, batch_ndim=2)
     log_px = self._log_px(image, self._decoder_params(zs[0]), keys[-1])
-    return log_px + log_p - log_q, log_px, log_q - log_p
+    return log_px + log_p - log_q, log_px, log_q - log_p, q1
 
   def loss(self, batch, train: bool = True):
     """Objective: -bound in nats per example, averaged. Metrics per example: 'nll' (the
@@ -257,10 +264,9 @@ class VAE(nn.Module):
     rng = self.make_rng('sample')
     k_train, k_eval = jax.random.split(rng)
     k = self.num_samples
-    log_w, log_px, kl_mc = self.log_weights(image, k_train, k)
+    log_w, log_px, kl_mc, (mean, log_var) = self._log_weights(image, k_train, k)
     if len(self.latent_dims) == 1 and self.objective == 'elbo':
       # Analytic KL: lower-variance gradients (Kingma & Welling 2014, Eq. 10).
-      mean, log_var = _split_gaussian(self.q_nets[0](self._net_input(image)))
       kl = dist.gaussian_kl_to_standard(mean, log_var)
       elbo = log_px.mean(0) - kl
     else:
