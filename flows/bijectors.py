@@ -358,6 +358,13 @@ class BatchNormBijector(Bijector):
   log_det = H*W * sum_c(-0.5 log(var_c + eps) + log_gamma_c). train=False uses the running
   averages, which makes the layer an ordinary per-example bijection. The inverse needs
   fixed statistics, so it always runs in eval mode; asking for train=True there is an error.
+
+  The running averages are bias-corrected exponential moving averages (as Adam's moments):
+  the n-th update moves them by w_n = (1 - momentum) / (1 - momentum^n) towards the batch's
+  statistics, so the first update takes the batch's statistics outright and later ones tend
+  to the plain EMA. Without the correction, 0.99^n of the initial (0, 1) lingers in them:
+  a Real NVP evaluated after 200 steps scored 70 bits/dim against a training loss of 2.0.
+  'count' in 'batch_stats' holds n.
   """
   momentum: float = 0.99
   epsilon: float = 1e-5
@@ -368,6 +375,7 @@ class BatchNormBijector(Bijector):
     c = x.shape[-1]
     ra_mean = self.variable('batch_stats', 'mean', lambda: jnp.zeros((c,), jnp.float32))
     ra_var = self.variable('batch_stats', 'var', lambda: jnp.ones((c,), jnp.float32))
+    count = self.variable('batch_stats', 'count', lambda: jnp.zeros((), jnp.float32))
     log_gamma = self.param('log_scale', _zeros, (c,))
     beta = self.param('bias', _zeros, (c,))
     if train and inverse:
@@ -379,8 +387,11 @@ class BatchNormBijector(Bijector):
       mean = xf.mean(axes)
       var = jnp.square(xf - mean).mean(axes)
       if not self.is_initializing():
-        ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
-        ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
+        n = count.value + 1.0
+        w = (1.0 - self.momentum) / (1.0 - self.momentum ** n)
+        ra_mean.value = ra_mean.value + w * (mean - ra_mean.value)
+        ra_var.value = ra_var.value + w * (var - ra_var.value)
+        count.value = n
     else:
       mean, var = ra_mean.value, ra_var.value
     log_inv_std = -0.5 * jnp.log(var + self.epsilon)

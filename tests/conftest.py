@@ -51,6 +51,8 @@ def random_flow_variables(shapes, seed=0):
       value = np.eye(leaf.shape[0])[rng.permutation(leaf.shape[0])]
     elif collection == 'constants' and name == 'sign_s':
       value = rng.choice([-1.0, 1.0], leaf.shape)
+    elif collection == 'batch_stats' and name == 'count':
+      value = np.full(leaf.shape, 10.0)
     elif collection == 'batch_stats':
       value = rng.uniform(0.5, 2.0, leaf.shape) if name == 'var' else rng.normal(
           0, 0.5, leaf.shape)

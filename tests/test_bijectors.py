@@ -262,16 +262,22 @@ def test_batchnorm_train_mode():
   (y, ld), updates = train_step(variables, x)
   mean, var = x.mean(axis=(0, 1, 2)), x.var(axis=(0, 1, 2))
   old = variables['batch_stats']
-  np.testing.assert_allclose(updates['batch_stats']['mean'], 0.9 * old['mean'] + 0.1 * mean,
+  # The running averages are bias-corrected EMAs: the (n+1)-th update moves them by
+  # w = (1 - momentum) / (1 - momentum^(n+1)); n = old count (10, from random_variables).
+  assert float(old['count']) == 10.0
+  w = 0.1 / (1 - 0.9 ** 11)
+  np.testing.assert_allclose(updates['batch_stats']['mean'], (1 - w) * old['mean'] + w * mean,
                              rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(updates['batch_stats']['var'], 0.9 * old['var'] + 0.1 * var,
+  np.testing.assert_allclose(updates['batch_stats']['var'], (1 - w) * old['var'] + w * var,
                              rtol=1e-5)
+  assert float(updates['batch_stats']['count']) == 11.0
   gamma = np.exp(np.asarray(variables['params']['log_scale']))
   expected = (np.asarray(x) - mean) / np.sqrt(var + model.epsilon) * gamma
   np.testing.assert_allclose(y, expected + variables['params']['bias'], rtol=1e-4, atol=1e-4)
   np.testing.assert_allclose(
       ld, 16 * np.sum(-0.5 * np.log(var + model.epsilon) + np.log(gamma)), rtol=1e-5)
-  frozen = {'params': variables['params'], 'batch_stats': {'mean': mean, 'var': var}}
+  frozen = {'params': variables['params'],
+            'batch_stats': {'mean': mean, 'var': var, 'count': jnp.ones(())}}
   y_eval, ld_eval = model.apply(frozen, x, method='forward')
   np.testing.assert_allclose(y_eval, y, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(ld_eval, ld, rtol=1e-6)
@@ -280,3 +286,31 @@ def test_batchnorm_train_mode():
   np.testing.assert_allclose(ild, -ld, rtol=1e-6)
   with pytest.raises(ValueError, match='train=False'):
     model.apply(variables, y, train=True, method='inverse')
+
+
+def test_batchnorm_running_averages_are_bias_corrected():
+  """From freshly initialized running averages (0, 1), the first update takes the batch's
+  statistics outright and n updates on the same batch stay there (no trace of the initial
+  values); with the statistics of a stream of batches they equal the normalized
+  exponentially weighted average sum_t m^(n-t) s_t / sum_t m^(n-t)."""
+  model = fb.BatchNormBijector(momentum=0.99)
+  xs = [3.0 + (1.0 + i) * jax.random.normal(jax.random.key(i), IMAGE) for i in range(5)]
+  variables = model.init(jax.random.key(0), xs[0], method='forward')
+  assert float(variables['batch_stats']['count']) == 0.0
+
+  @jax.jit
+  def train_step(variables, x):
+    return model.apply(variables, x, train=True, method='forward', mutable=['batch_stats'])[1]
+
+  stats = []
+  for x in xs:
+    variables = {**variables, **train_step(variables, x)}
+    stats.append((x.mean(axis=(0, 1, 2)), x.var(axis=(0, 1, 2))))
+    if len(stats) == 1:
+      np.testing.assert_allclose(variables['batch_stats']['mean'], stats[0][0], rtol=1e-6)
+      np.testing.assert_allclose(variables['batch_stats']['var'], stats[0][1], rtol=1e-6)
+  weights = 0.99 ** np.arange(len(xs) - 1, -1, -1)
+  for k, name in enumerate(('mean', 'var')):
+    expected = sum(wt * s[k] for wt, s in zip(weights, stats)) / weights.sum()
+    np.testing.assert_allclose(variables['batch_stats'][name], expected, rtol=1e-5)
+  assert float(variables['batch_stats']['count']) == len(xs)
