@@ -12,6 +12,11 @@ importance-weighted bound.
   q(z_1..z_L | x) = q(z_1 | x) prod_l q(z_{l+1} | z_l). Sampling is ancestral from z_L.
 - IWAE: the same model trained on L_k (latent/iwae.py) with objective='iwae'; the VAE
   with k > 1 averages k single-sample ELBOs (the IWAE paper's "VAE, k" rows).
+- IAF posterior (Kingma et al. 2016, arXiv 1606.04934): with iaf_steps = T > 0 the
+  encoder also outputs a context h(x), and q(z_1 | x) is the diagonal Gaussian followed by
+  T inverse autoregressive flow steps conditioned on h (latent/iaf.py); log q(z_1 | x)
+  is exact, so every bound and the importance-sampled estimate hold unchanged, with the
+  KL term estimated by Monte Carlo.
 
 Decoders p(x | z_1): 'bernoulli' (binary images, logits), 'gaussian' (8-bit images
 dequantized to [0, 1) with uniform noise; mean and per-pixel log-variance) and 'logistic'
@@ -33,6 +38,7 @@ import jax.numpy as jnp
 
 from autoreg import likelihood
 from latent import distributions as dist
+from latent import iaf
 from latent import iwae
 
 LIKELIHOODS = ('bernoulli', 'gaussian', 'logistic')
@@ -124,6 +130,10 @@ class VAE(nn.Module):
     eval_num_samples: 0 reports the training bound in evaluation; > 0 the
       importance-sampled log-likelihood with that many samples (5000 in the paper).
     eval_chunk_size: samples per chunk of that estimate.
+    iaf_steps: 0 for the diagonal Gaussian q(z_1 | x); T > 0 adds T IAF steps to it.
+    iaf_hidden: hidden layer widths of each IAF step's MADE.
+    iaf_context: size of the encoder's context vector h(x), an input of every MADE.
+    iaf_forget_bias: added to the gate's logit, sigma = sigmoid(s + bias) (paper: 1 or 2).
   """
   image_shape: Sequence[int] = (28, 28, 1)
   num_levels: int = 2
@@ -137,6 +147,10 @@ class VAE(nn.Module):
   num_samples: int = 1
   eval_num_samples: int = 0
   eval_chunk_size: int = 100
+  iaf_steps: int = 0
+  iaf_hidden: Sequence[int] = (320, 320)
+  iaf_context: int = 100
+  iaf_forget_bias: float = 1.0
 
   @property
   def num_dims(self) -> int:
@@ -157,6 +171,10 @@ class VAE(nn.Module):
       raise ValueError(f"architecture={self.architecture!r}; choose 'mlp' or 'conv'.")
     if self.num_samples < 1:
       raise ValueError(f'num_samples={self.num_samples} must be >= 1.')
+    if self.iaf_steps < 0 or (self.iaf_steps and self.iaf_context < 1):
+      raise ValueError(f'iaf_steps={self.iaf_steps} must be >= 0 and iaf_context='
+                       f'{self.iaf_context} >= 1 with an IAF posterior.')
+    ctx = self.iaf_context if self.iaf_steps else 0
     out_ch = self.image_shape[-1] * (1 if self.likelihood == 'bernoulli' else 2)
     dims, hid = list(self.latent_dims), [tuple(h) for h in self.hidden_dims]
     if self.architecture == 'conv':
@@ -165,16 +183,19 @@ class VAE(nn.Module):
         raise ValueError(f'The conv architecture needs H and W divisible by 4, got '
                          f'{tuple(self.image_shape)}.')
       width = hid[0][-1] if hid[0] else 256
-      q1 = ConvEncoder(tuple(self.conv_features), width, 2 * dims[0])
+      q1 = ConvEncoder(tuple(self.conv_features), width, 2 * dims[0] + ctx)
       p1 = ConvDecoder(tuple(self.image_shape), tuple(self.conv_features), width, out_ch)
     else:
-      q1 = MLP(hid[0], 2 * dims[0], self.activation)
+      q1 = MLP(hid[0], 2 * dims[0] + ctx, self.activation)
       h, w, _ = self.image_shape
       p1 = MLP(hid[0][::-1], h * w * out_ch, self.activation)
     self.q_nets = [q1] + [MLP(hid[l], 2 * dims[l], self.activation)
                           for l in range(1, len(dims))]
     self.p_nets = [p1] + [MLP(hid[l][::-1], 2 * dims[l - 1], self.activation)
                           for l in range(1, len(dims))]
+    if self.iaf_steps:
+      self.iaf = iaf.IAFPosterior(self.iaf_steps, tuple(self.iaf_hidden),
+                                  self.iaf_forget_bias)
 
   # -- Data <-> network scale -------------------------------------------------------------
 
@@ -229,6 +250,36 @@ class VAE(nn.Module):
 
   # -- The model -------------------------------------------------------------------------
 
+  def _q1(self, image):
+    """The encoder's q(z_1 | x) parameters: mean, log_var [B, D] and the IAF context h
+    [B, C] (None without an IAF posterior)."""
+    out = self.q_nets[0](self._net_input(image))
+    d = self.latent_dims[0]
+    h = out[..., 2 * d:] if self.iaf_steps else None
+    return out[..., :d], out[..., d:2 * d], h
+
+  def _z1_from_noise(self, q1, eps):
+    """z_1 and log q(z_1 | x) [k, B] from base noise eps [k, B, D]."""
+    mean, log_var, h = q1
+    if self.iaf_steps:
+      return self.iaf.sample(eps, mean, log_var, h)
+    z = mean + jnp.exp(0.5 * log_var) * eps
+    return z, dist.gaussian_log_prob(z, mean, log_var, batch_ndim=eps.ndim - 1)
+
+  def posterior_sample(self, image, rng, num_samples: int):
+    """z_1 ~ q(z_1 | x) [k, B, D] and log q(z_1 | x) [k, B] (exact, with or without IAF)."""
+    q1 = self._q1(image)
+    eps = jax.random.normal(rng, (num_samples,) + q1[0].shape, q1[0].dtype)
+    return self._z1_from_noise(q1, eps)
+
+  def posterior_log_prob(self, image, z1):
+    """log q(z_1 | x) of given z_1 [..., B, D]; with an IAF posterior it inverts the flow
+    (D sequential MADE passes per step)."""
+    mean, log_var, h = self._q1(image)
+    if self.iaf_steps:
+      return self.iaf.log_prob(z1, mean, log_var, h)
+    return dist.gaussian_log_prob(z1, mean, log_var, batch_ndim=z1.ndim - 1)
+
   def log_weights(self, image, rng, num_samples: int):
     """[k, B] log w = log p(x, z) - log q(z | x) for k samples z ~ q(z | x), and the
     per-sample terms (log p(x|z_1), log q(z|x) - log p(z)) as [k, B] each."""
@@ -238,13 +289,13 @@ class VAE(nn.Module):
     """log_weights' three arrays and q(z_1 | x)'s (mean, log_var), so the loss's analytic
     KL reuses the encoder pass instead of running it again."""
     keys = jax.random.split(rng, len(self.latent_dims) + 1)
-    h = self._net_input(image)
-    log_q, log_p, zs, q1 = 0.0, 0.0, [], None
-    for l in range(len(self.latent_dims)):
+    q1 = self._q1(image)
+    eps = jax.random.normal(keys[0], (num_samples,) + q1[0].shape, q1[0].dtype)
+    h, log_q = self._z1_from_noise(q1, eps)
+    zs = [h]
+    for l in range(1, len(self.latent_dims)):
       mean, log_var = _split_gaussian(self.q_nets[l](h))
-      if l == 0:
-        q1 = (mean, log_var)
-      z = dist.reparameterize(keys[l], mean, log_var, (num_samples,) if l == 0 else ())
+      z = dist.reparameterize(keys[l], mean, log_var)
       log_q = log_q + dist.gaussian_log_prob(z, mean, log_var, batch_ndim=2)
       zs.append(z)
       h = z
@@ -253,7 +304,7 @@ class VAE(nn.Module):
       mean, log_var = _split_gaussian(self.p_nets[l](zs[l]))
       log_p = log_p + dist.gaussian_log_prob(zs[l - 1], mean, log_var, batch_ndim=2)
     log_px = self._log_px(image, self._decoder_params(zs[0]), keys[-1])
-    return log_px + log_p - log_q, log_px, log_q - log_p, q1
+    return log_px + log_p - log_q, log_px, log_q - log_p, q1[:2]
 
   def loss(self, batch, train: bool = True):
     """Objective: -bound in nats per example, averaged. Metrics per example: 'nll' (the
@@ -265,7 +316,7 @@ class VAE(nn.Module):
     k_train, k_eval = jax.random.split(rng)
     k = self.num_samples
     log_w, log_px, kl_mc, (mean, log_var) = self._log_weights(image, k_train, k)
-    if len(self.latent_dims) == 1 and self.objective == 'elbo':
+    if len(self.latent_dims) == 1 and self.objective == 'elbo' and not self.iaf_steps:
       # Analytic KL: lower-variance gradients (Kingma & Welling 2014, Eq. 10).
       kl = dist.gaussian_kl_to_standard(mean, log_var)
       elbo = log_px.mean(0) - kl
@@ -284,8 +335,10 @@ class VAE(nn.Module):
                                num_samples, self.eval_chunk_size)
 
   def encode(self, image):
-    """The posterior mean of z_1 [B, latent_dims[0]]: the embedding pictures use."""
-    return _split_gaussian(self.q_nets[0](self._net_input(image)))[0]
+    """A point summary of q(z_1 | x) [B, latent_dims[0]], the embedding pictures use: the
+    Gaussian's mean, pushed through the IAF steps (eps = 0) with an IAF posterior."""
+    q1 = self._q1(image)
+    return self._z1_from_noise(q1, jnp.zeros_like(q1[0]))[0]
 
   def decode(self, z1):
     """The mean image on [0, 1] [B, H, W, C] given z_1."""

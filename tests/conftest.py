@@ -22,8 +22,9 @@ def random_params(model, *args, seed=0, method=None, **kwargs):
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), *args, method=method,
-                                             **kwargs))
+  key = jax.random.key(0)
+  shapes = jax.eval_shape(lambda: model.init({'params': key, 'sample': key, 'dropout': key},
+                                             *args, method=method, **kwargs))
   rng = np.random.default_rng(seed)
 
   def draw(leaf):
