@@ -14,14 +14,11 @@ Samples at a lower temperature look cleaner: --config.sample.temperature=0.7.
 
 Presets:
   :tiny   a few steps of a tiny model for the test suite.
-  :cpu    for about 50 minutes on a 2-core CPU: L = 2 levels of K = 8 steps with 64 hidden
-          channels, batch 32; 152,384 parameters. Measured: 2.2 steps/s after compilation
-          (a 20-step run under `nice -n 19` on the 2-core machine while two other
-          trainings kept both cores busy; 3.4 steps/s in an earlier, less contended
-          measurement; compiling took about 40 s), so 6000 steps take about 45 minutes,
-          plus a few for the final evaluation on the 10,000 test images, samples and
-          pictures. Result (2026-11-22): `:cpu` with
-          --config.train.num_steps=3000, 2-core CPU alone, 7.6 min: test 2.073 bits/dim.
+  :cpu    for about 50 minutes on one CPU core: L = 2 levels of K = 8 steps with 64
+          hidden channels, batch 32, 13,000 steps; 152,384 parameters. Measured
+          (2026-11-22): 4.3-4.5 steps/s pinned to one core (`taskset -c 1`) of the 2-core
+          machine while a Real NVP training had the other (about 8 steps/s on both cores
+          alone); compiling takes about 40 s. Result: see the README's model table.
 """
 from configs import common
 
@@ -66,10 +63,10 @@ def get_config(arg: str | None = None):
     c.model.hidden_features = 64
     c.data.batch_size = 32
     c.optimizer.warmup_steps = 200
-    c.train.num_steps = 6000
+    c.train.num_steps = 13000
     c.train.log_every = 100
     c.train.eval_every = 0
-    c.train.checkpoint_every = 500
+    c.train.checkpoint_every = 1000
     c.train.num_samples = 64
   elif arg:
     raise ValueError(f'Unknown preset {arg!r}; presets: tiny, cpu.')

@@ -16,15 +16,12 @@ Grathwohl et al. 2019, arXiv 1810.01367); the paper itself reports CIFAR-10, 3.4
 
 Presets:
   :tiny   a few steps of a tiny model for the test suite.
-  :cpu    the same architecture, smaller, for about 50 minutes on a 2-core CPU:
+  :cpu    the same architecture, smaller, for about 60 minutes on one CPU core:
           three scales, ResNets of 1 block x 16 features (doubled per scale), no batch
-          norm inside the ResNets (the batch-norm bijectors stay), batch 32; 498,737
-          parameters. Measured: 1.67 steps/s after compilation (a 20-step run under
-          `nice -n 19` on the 2-core machine while two other trainings kept both cores
-          busy; compiling took about 50 s), so 4500 steps take about 45 minutes, plus a
-          few for the final evaluation on the 10,000 test images, samples and pictures.
-          (With 2 residual blocks it ran at 0.9-1.6 steps/s.) Result: see the README's
-          model table.
+          norm inside the ResNets (the batch-norm bijectors stay), batch 32, 9,500 steps;
+          498,737 parameters. Measured (2026-11-22): 3.0-3.4 steps/s pinned to one core
+          (`taskset -c 0`) of the 2-core machine while a Glow training had the other;
+          compiling takes about 30 s. Result: see the README's model table.
 """
 from configs import common
 
@@ -74,10 +71,10 @@ def get_config(arg: str | None = None):
     c.model.net_batch_norm = False
     c.data.batch_size = 32
     c.optimizer.warmup_steps = 200
-    c.train.num_steps = 4500
+    c.train.num_steps = 9500
     c.train.log_every = 100
     c.train.eval_every = 0
-    c.train.checkpoint_every = 500
+    c.train.checkpoint_every = 1000
     c.train.num_samples = 64
   elif arg:
     raise ValueError(f'Unknown preset {arg!r}; presets: tiny, cpu.')

@@ -273,3 +273,9 @@ def test_checkpoint_from_before_model_state_restores(tmp_path):
   ckpt.close()
   assert int(state.step) == 4 and state.model_state == {}
   np.testing.assert_array_equal(state.ema_params['w'], 2.0)
+
+
+def test_flow_sampling_benchmark_times_a_tiny_model():
+  from benchmarks import flow_sampling
+  r = flow_sampling.time_model('nice_mnist', 'tiny', n=4, repeats=1)
+  assert r['sample_s'] > 0 and r['density_s'] > 0 and r['params'] > 0
