@@ -10,6 +10,9 @@ The paper trains with Adam (lr 1e-3) for up to 1500 epochs; we use Adam at 1e-3,
 200 and a cosine schedule over 150,000 steps (500 epochs).
 Published: a test log-likelihood of 1980.50 nats in the continuous [0, 1] space, which is
 4.36 bits/dim of the 8-bit images. `:tiny` is for tests.
+Measured (2026-11-22): --config.train.num_steps=6000 (20 epochs) on the 2-core CPU alone,
+31 min at ~3.3 steps/s: 6.029 bits/dim on the 10,000 test images (EMA weights); the
+training loss was still falling (6.32 bits/dim at step 4,000, 5.80 at 6,000).
 """
 from configs import common
 
