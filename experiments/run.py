@@ -24,6 +24,7 @@ import orbax.checkpoint as ocp
 
 from experiments.checkpointing import CheckpointError, item_handlers
 from experiments.models import build_model
+from experiments.train import model_variables
 
 
 @dataclasses.dataclass
@@ -39,7 +40,7 @@ class LoadedRun:
   @property
   def variables(self) -> dict:
     """What `model.apply` takes: the EMA parameters and the non-parameter collections."""
-    return {'params': self.params, **self.model_state}
+    return model_variables(self.params, self.model_state)
 
 
 def load_run(workdir: str, step: int | None = None) -> LoadedRun:

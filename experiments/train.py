@@ -151,24 +151,18 @@ def make_train_step(model, tx, schedule, *, ema_decay: float, num_dims: int, mes
     k_sample, k_dropout = jax.random.split(rng)
     rngs = {'sample': k_sample, 'dropout': k_dropout}
     model_state = state.model_state
+    # Batch norm trains on batch statistics and moves its running averages.
+    mutable = ['batch_stats'] if 'batch_stats' in model_state else False
 
-    if 'batch_stats' in model_state:
-      # Batch norm trains on batch statistics and moves its running averages.
-      def loss_fn(params):
-        (objective, metrics), updates = model.apply(
-            model_variables(params, model_state), batch, train=True, rngs=rngs,
-            method='loss', mutable=['batch_stats'])
-        return objective, (metrics, updates)
+    def loss_fn(params):
+      out = model.apply(model_variables(params, model_state), batch, train=True, rngs=rngs,
+                        method='loss', mutable=mutable)
+      (objective, metrics), moved = out if mutable else (out, {})
+      return objective, (metrics, moved)
 
-      (objective, (metrics, new_vars)), grads = jax.value_and_grad(
-          loss_fn, has_aux=True)(state.params)
-      model_state = {**model_state, 'batch_stats': new_vars['batch_stats']}
-    else:
-      def loss_fn(params):
-        return model.apply(model_variables(params, model_state), batch, train=True,
-                           rngs=rngs, method='loss')
-
-      (objective, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (objective, (metrics, moved)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(state.params)
+    model_state = {**model_state, **moved}
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     # Averaging warms up like TF's ExponentialMovingAverage(num_updates=step), so short
@@ -434,11 +428,8 @@ class Run:
       return []
     x, y = self._test_examples(latent_pictures.MAX_SCATTER_POINTS)
     rng = jax.random.fold_in(jax.random.key(self.config.seed), step + 3)
-    # Models with non-parameter collections get the whole variables dict
-    # (latent_pictures accepts either).
-    params = self.eval_variables if self.state.model_state else self.eval_params
     return latent_pictures.write_latent_pictures(
-        self.model, params, x, y, rng, os.path.join(self.workdir, 'samples'), step,
+        self.model, self.eval_variables, x, y, rng, os.path.join(self.workdir, 'samples'), step,
         num_levels=self.data.info.num_levels, num_samples=self.config.train.num_samples,
         temperature=self.config.sample.temperature, write=jax.process_index() == 0,
         writer=writer)
