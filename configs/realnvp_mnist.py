@@ -21,7 +21,7 @@ Presets:
           norm inside the ResNets (the batch-norm bijectors stay), batch 32, 9,500 steps;
           498,737 parameters. Measured (2026-11-22): 3.0-3.4 steps/s pinned to one core
           (`taskset -c 0`) of the 2-core machine while a Glow training had the other;
-          compiling takes about 30 s. Result: see the README's model table.
+          55.3 min with the final evaluation. Result: see the README's model table.
 """
 from configs import common
 
