@@ -33,6 +33,7 @@ def main() -> None:
   shape = (n, size, size, config.model.num_channels)
   params = jax.jit(model.init)(jax.random.key(0), jnp.zeros(shape, jnp.int32))
   rng = jax.random.key(1)
+  load0, usage = common.loadavg(), common.CpuUsage()
 
   naive = lambda p, r: model.apply(p, r, shape, method='sample')
   cached = lambda p, r: model.apply(p, r, shape, method='sample_cached')
@@ -46,9 +47,13 @@ def main() -> None:
                       ('cached', f'{c_cached:.1f}', f'{t_cached:.3f}')],
                      ('sampler', 'compile s', 'run s'))
   print(f'speed-up {t_naive / t_cached:.1f}x; identical samples: {same}')
+  others = usage.others_cores()
+  print(f'load average before {load0}, after {common.loadavg()}; other processes used '
+        f'{others:.2f} cores during the run; XLA threads: all {common.os.cpu_count()} cores')
   common.emit({'benchmark': 'pixelcnn_sampling', 'num_images': n, 'image_size': size,
                'naive_s': round(t_naive, 3), 'cached_s': round(t_cached, 4),
-               'speedup': round(t_naive / t_cached, 1), 'identical': same})
+               'speedup': round(t_naive / t_cached, 1), 'identical': same,
+               'load_before': load0, 'others_cores': round(others, 2)})
 
 
 if __name__ == '__main__':

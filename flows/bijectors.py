@@ -111,32 +111,43 @@ def coupling_mask(event_shape: Sequence[int], kind: str, flip: bool = False) -> 
   raise ValueError(f"mask must be 'checkerboard' or 'channel', got {kind!r}")
 
 
-# Position (di, dj) of each of the four channel slots inside a 2x2 block, as in Real NVP's
-# squeeze_2x2_ordered: the two even-parity positions first, so the checkerboard mask before
-# a squeeze becomes the channel mask after it (Fig. 3).
-_SQUEEZE_ORDER = np.array([0, 3, 1, 2])   # slot -> di * 2 + dj: (0,0), (1,1), (0,1), (1,0)
-_UNSQUEEZE_ORDER = np.argsort(_SQUEEZE_ORDER)
+# Position (di, dj) of each of the four channel slots inside a 2x2 block, slot -> di*2 + dj.
+# The plain space-to-depth squeeze (Real NVP's squeeze_2x2, Glow's squeeze2d) keeps raster
+# order. The ordered one (Real NVP's squeeze_2x2_ordered) puts the two even-parity positions
+# first, so a checkerboard mask before it becomes the channel mask after it (Fig. 3); Real
+# NVP uses it only to choose which half to factor out, because channel-wise couplings on it
+# would split the pixels exactly as the checkerboard couplings before them did (Sec. 3.6
+# asks for a channel masking that is not redundant with the checkerboard).
+_SQUEEZE_ORDERS = {
+    True: np.array([0, 3, 1, 2]),    # ordered: (0,0), (1,1), (0,1), (1,0)
+    False: np.array([0, 1, 2, 3]),   # plain: (0,0), (0,1), (1,0), (1,1)
+}
 
 
-def squeeze(x) -> jnp.ndarray:
+def squeeze(x, ordered: bool = True) -> jnp.ndarray:
   """[B, H, W, C] -> [B, H/2, W/2, 4C]; output channel slot * C + c, slots as above."""
   b, h, w, c = x.shape
   if h % 2 or w % 2:
     raise ValueError(f'squeeze needs even height and width, got {h}x{w}')
   x = x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
-  x = x.reshape(b, h // 2, w // 2, 4, c)[:, :, :, _SQUEEZE_ORDER]
+  x = x.reshape(b, h // 2, w // 2, 4, c)[:, :, :, _SQUEEZE_ORDERS[bool(ordered)]]
   return x.reshape(b, h // 2, w // 2, 4 * c)
 
 
-def unsqueeze(y) -> jnp.ndarray:
+def unsqueeze(y, ordered: bool = True) -> jnp.ndarray:
   """The inverse of `squeeze`: [B, H, W, 4C] -> [B, 2H, 2W, C]."""
   b, h, w, c4 = y.shape
   if c4 % 4:
     raise ValueError(f'unsqueeze needs a multiple of 4 channels, got {c4}')
   c = c4 // 4
-  y = y.reshape(b, h, w, 4, c)[:, :, :, _UNSQUEEZE_ORDER]
+  y = y.reshape(b, h, w, 4, c)[:, :, :, np.argsort(_SQUEEZE_ORDERS[bool(ordered)])]
   y = y.reshape(b, h, w, 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
   return y.reshape(b, 2 * h, 2 * w, c)
+
+
+def reorder_squeezed(y, to_ordered: bool = True) -> jnp.ndarray:
+  """Maps a plainly squeezed tensor to the ordered layout (or back): a channel permutation."""
+  return squeeze(unsqueeze(y, ordered=not to_ordered), ordered=to_ordered)
 
 
 # ------------------------------------------------------------------------------------------
@@ -204,13 +215,26 @@ class Permute(Bijector):
 
 class Squeeze(Bijector):
   """Real NVP's space-to-depth (Sec. 3.6) as a bijector: forward squeezes, inverse
-  unsqueezes; a permutation, so log_det = 0."""
+  unsqueezes; a permutation, so log_det = 0. `ordered` picks the channel layout (above)."""
+  ordered: bool = True
 
   @nn.compact
   def __call__(self, x, inverse=False, train=False, context=None):
     del train, context
-    y = unsqueeze(x) if inverse else squeeze(x)
+    if inverse:
+      y = unsqueeze(x, self.ordered)
+    else:
+      y = squeeze(x, self.ordered)
     return y, jnp.zeros((x.shape[0],), jnp.float32)
+
+
+class ReorderSqueezed(Bijector):
+  """Forward: the plain squeeze's channel layout -> the ordered one; a permutation."""
+
+  @nn.compact
+  def __call__(self, x, inverse=False, train=False, context=None):
+    del train, context
+    return reorder_squeezed(x, to_ordered=not inverse), jnp.zeros((x.shape[0],), jnp.float32)
 
 
 # ------------------------------------------------------------------------------------------

@@ -17,8 +17,11 @@ Dinh, Sohl-Dickstein & Bengio 2017, "Density estimation using Real NVP", arXiv 1
   applies with mutable=['batch_stats']), running averages in evaluation and sampling.
 - The multi-scale architecture (Sec. 3.6, Fig. 4): each scale but the last applies three
   checkerboard couplings, a squeeze, three channel-wise couplings, and factors out half of
-  the channels as latent variables (standard normal); the last scale applies four
-  checkerboard couplings. The couplings' ResNets double their features at every scale.
+  the channels as latent variables (standard normal). As in the paper's code, the
+  channel-wise couplings see the plain space-to-depth squeeze (their halves are the top
+  and bottom rows of each 2x2 block, not redundant with the checkerboard), and the
+  factor-out uses the ordered layout (it keeps the even-parity pixels of each block); the
+  last scale applies four checkerboard couplings. The couplings' ResNets double their features at every scale.
   CIFAR-10 (Sec. 4.1): 8 residual blocks, 64 features, downscaled once (num_scales=2);
   3.49 bits/dim on the test set (Table 1).
 
@@ -140,10 +143,14 @@ class RealNVP(ImageFlow):
       for i in range(4 if last else 3):
         add('checkerboard', bool(i % 2))
       if not last:
-        layers.append(fb.Squeeze(name=f'scale{s}_squeeze'))
+        # Channel-wise couplings on the plain squeeze, then the ordered layout for the
+        # factor-out, as in the paper's code: on the ordered squeeze the channel halves
+        # would be the checkerboard's halves again.
+        layers.append(fb.Squeeze(ordered=False, name=f'scale{s}_squeeze'))
         h, w, c = h // 2, w // 2, 4 * c
         for i in range(3):
           add('channel', bool(i % 2))
+        layers.append(fb.ReorderSqueezed(name=f'scale{s}_reorder'))
         shapes.append((h, w, c - c // 2))   # factored out
         c = c // 2
       scales.append(fb.Chain(layers))

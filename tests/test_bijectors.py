@@ -225,17 +225,59 @@ def test_plain_conv1x1_starts_as_a_rotation():
   np.testing.assert_allclose(ld, 0.0, atol=1e-4)
 
 
-def test_squeeze_order_maps_checkerboard_to_channel_mask():
-  for flip in (False, True):
-    board = fb.checkerboard_mask((4, 6, 3), flip)[None]
-    np.testing.assert_array_equal(fb.squeeze(jnp.asarray(board))[0],
-                                  fb.channel_mask((2, 3, 12), flip))
+def test_squeezes_plain_and_ordered():
   x = jnp.arange(2 * 4 * 6 * 3, dtype=jnp.float32).reshape(2, 4, 6, 3)
-  np.testing.assert_array_equal(fb.unsqueeze(fb.squeeze(x)), x)
-  # Channel slot * C + c holds the 2x2 block's (0,0), (1,1), (0,1), (1,0) pixels in turn.
-  s = np.asarray(fb.squeeze(x))
-  for slot, (di, dj) in enumerate([(0, 0), (1, 1), (0, 1), (1, 0)]):
-    np.testing.assert_array_equal(s[:, :, :, slot * 3:(slot + 1) * 3], x[:, di::2, dj::2])
+  for ordered, slots in ((True, [(0, 0), (1, 1), (0, 1), (1, 0)]),
+                         (False, [(0, 0), (0, 1), (1, 0), (1, 1)])):
+    np.testing.assert_array_equal(fb.unsqueeze(fb.squeeze(x, ordered), ordered), x)
+    s = np.asarray(fb.squeeze(x, ordered))
+    for slot, (di, dj) in enumerate(slots):
+      np.testing.assert_array_equal(s[:, :, :, slot * 3:(slot + 1) * 3], x[:, di::2, dj::2])
+  np.testing.assert_array_equal(fb.reorder_squeezed(fb.squeeze(x, False)), fb.squeeze(x, True))
+  np.testing.assert_array_equal(fb.reorder_squeezed(fb.squeeze(x, True), to_ordered=False),
+                                fb.squeeze(x, False))
+
+
+def _pixel_partition(layer_kind, flip, image_shape):
+  """The pixels (of the unsqueezed image) a coupling keeps, as a boolean [H, W, C] map."""
+  h, w, c = image_shape
+  if layer_kind == 'checkerboard':
+    return fb.checkerboard_mask(image_shape, flip).astype(bool)
+  mask = fb.channel_mask((h // 2, w // 2, 4 * c), flip)[None]
+  return np.asarray(fb.unsqueeze(jnp.asarray(mask), ordered=False))[0].astype(bool)
+
+
+def test_realnvp_channel_couplings_split_pixels_unlike_the_checkerboard():
+  """Real NVP Sec. 3.6: the channel-wise masking must not be redundant with the
+  checkerboard. On the ordered squeeze it was: all six couplings of a scale split the
+  pixels alike. The factor-out still keeps the even-parity pixels (the ordered layout)."""
+  from flows.realnvp import RealNVP
+  model = RealNVP(image_shape=(8, 8, 1), num_scales=2, features=4, num_blocks=1,
+                  net_batch_norm=False)
+  bound = model.bind({})
+  bound.setup()
+  layers = [l for l in bound.scales[0].bijectors]
+  kinds = [type(l).__name__ for l in layers]
+  assert kinds.count('Squeeze') == 1 and kinds.count('ReorderSqueezed') == 1
+  sq, ro = kinds.index('Squeeze'), kinds.index('ReorderSqueezed')
+  assert not layers[sq].ordered
+  couplings = [(i, l) for i, l in enumerate(layers) if type(l).__name__ == 'ResNetCoupling']
+  before = [l for i, l in couplings if i < sq]
+  between = [l for i, l in couplings if sq < i < ro]
+  assert [l.mask for l in before] == ['checkerboard'] * 3
+  assert [l.mask for l in between] == ['channel'] * 3 and not any(i > ro for i, _ in couplings)
+  boards = [_pixel_partition('checkerboard', f, (8, 8, 1)) for f in (False, True)]
+  for l in between:
+    part = _pixel_partition('channel', l.flip, (8, 8, 1))
+    for board in boards:
+      assert not np.array_equal(part, board)
+      # Each channel half holds half of each checkerboard colour: maximally unlike it.
+      assert (part & board).sum() == part.sum() // 2
+  # The factor-out: after the reorder, the second half of the channels are the odd pixels.
+  x = jnp.arange(64, dtype=jnp.float32).reshape(1, 8, 8, 1)
+  kept = fb.reorder_squeezed(fb.squeeze(x, ordered=False))[..., :2]
+  kept_pixels = set(np.asarray(kept).ravel().astype(int))
+  assert kept_pixels == {i * 8 + j for i in range(8) for j in range(8) if (i + j) % 2 == 0}
 
 
 def test_masks():
