@@ -45,9 +45,16 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.keep_checkpoints = 3
   c.train.ema_decay = 0.999
   c.train.eval_with_ema = True
+  # With EMA weights, batch-norm running statistics ('batch_stats': Real NVP, MAF) are
+  # gathered afresh for the EMA weights over this many training batches before each
+  # evaluation and sample ('recompute'), or used as trained with the raw weights ('current').
+  c.train.eval_batch_stats = 'recompute'
+  c.train.batch_stats_batches = 100
 
   c.sample = ml_collections.ConfigDict()
-  c.sample.sampler = 'naive'       # 'naive' (full network per sub-pixel) or 'cached'
+  # 'auto': the model's cached sampler where it has one (equal to the naive sampler draw for
+  # draw, tested), else 'naive' (the full network per sub-pixel); or name one of the two.
+  c.sample.sampler = 'auto'
   c.sample.temperature = 1.0
   c.sample.completion_rows = 0     # > 0: --mode=sample completes test images from this many rows
   c.sample.num_images = 8          # test images to complete

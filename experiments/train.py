@@ -27,6 +27,7 @@ from typing import Any
 
 from absl import logging
 import flax
+import flax.traverse_util
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -203,10 +204,12 @@ def make_eval_step(model, mesh: Mesh, seed: int):
   """eval_step(params, batch, model_state) -> sums over real examples of each per-example
   metric; model_state (non-parameter collections, often {}) is used read-only."""
 
-  def eval_step(params, batch, model_state):
+  def eval_step(params, batch, model_state, index=0):
     batch = dict(batch)
     weight = batch.pop('example_mask').astype(jnp.float32)
-    rng = jax.random.fold_in(jax.random.key(seed), 0x5EED)
+    # The batch index in the key: each block of test examples gets its own dequantization
+    # noise and importance samples, and the same ones in every run.
+    rng = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), 0x5EED), index)
     _, metrics = model.apply(model_variables(params, model_state), batch, train=False,
                              rngs={'sample': rng, 'dropout': rng}, method='loss')
     sums = {}
@@ -217,8 +220,64 @@ def make_eval_step(model, mesh: Mesh, seed: int):
     return sums
 
   return jax.jit(eval_step,
-                 in_shardings=(replicated(mesh), batch_sharded(mesh), replicated(mesh)),
+                 in_shardings=(replicated(mesh), batch_sharded(mesh), replicated(mesh),
+                               replicated(mesh)),
                  out_shardings=replicated(mesh), compiler_options=compiler_options(mesh))
+
+
+def _reset_batch_stats(batch_stats):
+  """Running statistics as at initialization: bias-corrected ones (with a 'count', the
+  flow bijectors') restart their count, so the first recomputed batch replaces them; plain
+  flax BatchNorm ones (mean, var) go back to (0, 1)."""
+  flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(batch_stats))
+  has_count = {path[:-1] for path in flat if path[-1] == 'count'}
+  out = {}
+  for path, v in flat.items():
+    if path[-1] == 'count':
+      out[path] = jnp.zeros_like(v)
+    elif path[:-1] not in has_count and path[-1] == 'var':
+      out[path] = jnp.ones_like(v)
+    elif path[:-1] not in has_count and path[-1] == 'mean':
+      out[path] = jnp.zeros_like(v)
+    else:
+      out[path] = v
+  return flax.traverse_util.unflatten_dict(out)
+
+
+def make_batch_stats_step(model, mesh: Mesh, seed: int):
+  """step(params, model_state, batch, index) -> model_state with the running statistics
+  moved by one training batch run through `params` (train mode, no parameter update)."""
+
+  def step(params, model_state, batch, index):
+    rng = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), 0xBA7C), index)
+    _, moved = model.apply(model_variables(params, model_state), batch, train=True,
+                           rngs={'sample': rng, 'dropout': rng}, method='loss',
+                           mutable=['batch_stats'])
+    return {**model_state, **moved}
+
+  return jax.jit(step, in_shardings=(replicated(mesh), replicated(mesh), batch_sharded(mesh),
+                                     replicated(mesh)),
+                 out_shardings=replicated(mesh), compiler_options=compiler_options(mesh))
+
+
+def recompute_batch_stats(stats_step, params, model_state, data: input_pipeline.Datasets,
+                          mesh: Mesh, num_batches: int) -> dict:
+  """Batch-norm running statistics gathered afresh for `params` (Real NVP, MAF evaluated
+  with EMA weights: the trained running averages belong to the raw weights). The batches
+  come from the training iterator, whose position is put back afterwards, so a resumed
+  run sees the same data as an uninterrupted one."""
+  if num_batches < 1:
+    raise ValueError(f'config.train.batch_stats_batches={num_batches} must be >= 1 to '
+                     "recompute batch statistics (or set config.train.eval_batch_stats='current').")
+  position = data.train_iter.get_state()
+  state = {**model_state, 'batch_stats': _reset_batch_stats(model_state['batch_stats'])}
+  try:
+    for index in range(num_batches):
+      batch = to_global_batch(next(data.train_iter), mesh)
+      state = stats_step(params, state, batch, jnp.asarray(index, jnp.int32))
+  finally:
+    data.train_iter.set_state(position)
+  return state
 
 
 def evaluate(eval_step, params, data: input_pipeline.Datasets, mesh: Mesh,
@@ -226,8 +285,9 @@ def evaluate(eval_step, params, data: input_pipeline.Datasets, mesh: Mesh,
   """Metrics averaged over every example of the evaluation split; nll in nats/example."""
   totals: dict[str, float] = {}
   model_state = model_state or {}
-  for batch in data.eval_batches():
-    sums = jax.device_get(eval_step(params, to_global_batch(batch, mesh), model_state))
+  for index, batch in enumerate(data.eval_batches()):
+    sums = jax.device_get(eval_step(params, to_global_batch(batch, mesh), model_state,
+                                    jnp.asarray(index, jnp.int32)))
     for k, v in sums.items():
       totals[k] = totals.get(k, 0.0) + float(v)
   count = totals.pop('count')
@@ -266,6 +326,22 @@ def _check_finite(metrics: dict, step: int, ckpt: Checkpointer) -> None:
         '(--config.optimizer.grad_clip_norm), or check the data for bad values.')
 
 
+def sampler_method(model, sampler: str) -> str:
+  """The model method a config.sample.sampler names: 'auto' is the cached sampler where the
+  model has one (it draws exactly what the naive one draws, in a fraction of the time),
+  else the naive one."""
+  if sampler not in ('auto', 'naive', 'cached'):
+    raise ValueError(f"config.sample.sampler must be 'auto', 'naive' or 'cached', got "
+                     f'{sampler!r}.')
+  if sampler == 'auto':
+    sampler = 'cached' if hasattr(model, 'sample_cached') else 'naive'
+  method = {'naive': 'sample', 'cached': 'sample_cached'}[sampler]
+  if not hasattr(model, method):
+    raise ValueError(f'config.sample.sampler={sampler!r}: {type(model).__name__} '
+                     f"has no {method} method; use 'auto' or 'naive'.")
+  return method
+
+
 class Run:
   """What every mode needs: data, model, mesh, state (restored if the workdir has one)."""
 
@@ -287,6 +363,8 @@ class Run:
     self.ckpt = Checkpointer(workdir, keep=config.train.keep_checkpoints)
     self.restored_step = None
     self._samplers: dict = {}
+    self._stats_step = None
+    self._eval_state, self._eval_state_step = None, None
     if restore and self.ckpt.latest_step() is not None:
       self.state, data_state = self.ckpt.restore(self.state)
       self.state = jax.device_put(self.state, replicated(self.mesh))
@@ -300,25 +378,43 @@ class Run:
     return self.state.ema_params if self.config.train.eval_with_ema else self.state.params
 
   @property
+  def eval_model_state(self) -> dict:
+    """The non-parameter collections that go with eval_params. Batch-norm statistics
+    gathered in training belong to the raw weights; with EMA weights and
+    train.eval_batch_stats='recompute' they are gathered afresh for the EMA weights over
+    train.batch_stats_batches training batches (once per step)."""
+    ms = self.state.model_state
+    tc = self.config.train
+    mode = tc.get('eval_batch_stats', 'current')
+    if mode not in ('recompute', 'current'):
+      raise ValueError(f"config.train.eval_batch_stats must be 'recompute' or 'current', got "
+                       f'{mode!r}.')
+    if 'batch_stats' not in ms or not tc.eval_with_ema or mode == 'current':
+      return ms
+    step = int(self.state.step)
+    if self._eval_state_step != step:
+      if self._stats_step is None:
+        self._stats_step = make_batch_stats_step(self.model, self.mesh, self.config.seed)
+      self._eval_state = recompute_batch_stats(
+          self._stats_step, self.eval_params, ms, self.data, self.mesh,
+          tc.get('batch_stats_batches', 100))
+      self._eval_state_step = step
+    return self._eval_state
+
+  @property
   def eval_variables(self) -> dict:
-    """{'params': eval_params, **model_state}: the EMA (or current) parameters with the
-    current non-parameter collections, for any apply outside the train step."""
-    return model_variables(self.eval_params, self.state.model_state)
+    """{'params': eval_params, **eval_model_state}: the EMA (or current) parameters with
+    their non-parameter collections, for any apply outside the train step."""
+    return model_variables(self.eval_params, self.eval_model_state)
 
   def evaluate(self) -> dict:
     return evaluate(self.eval_step, self.eval_params, self.data, self.mesh,
-                    self.state.model_state)
+                    self.eval_model_state)
 
   def _sample(self, rng, shape, sampler: str | None = None, **kwargs):
-    """Samples with the configured sampler ('naive' or 'cached') and temperature."""
+    """Samples with the configured sampler (see sampler_method) and temperature."""
     sc = self.config.sample
-    sampler = sampler or sc.sampler
-    if sampler not in ('naive', 'cached'):
-      raise ValueError(f"config.sample.sampler must be 'naive' or 'cached', got {sampler!r}")
-    method = {'naive': 'sample', 'cached': 'sample_cached'}[sampler]
-    if not hasattr(self.model, method):
-      raise ValueError(f'config.sample.sampler={sampler!r}: {type(self.model).__name__} '
-                       f'has no {method} method.')
+    method = sampler_method(self.model, sampler or sc.sampler)
     # One compiled sampler per (method, shape), reused by every sample_every step.
     key = (method, tuple(shape))
     if key not in self._samplers:

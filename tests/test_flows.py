@@ -279,3 +279,56 @@ def test_flow_sampling_benchmark_times_a_tiny_model():
   from benchmarks import flow_sampling
   r = flow_sampling.time_model('nice_mnist', 'tiny', n=4, repeats=1)
   assert r['sample_s'] > 0 and r['density_s'] > 0 and r['params'] > 0
+
+
+def test_eval_key_folds_in_the_batch_index(tmp_path, data_dir):
+  """Each block of test images gets its own dequantization noise, the same in every run."""
+  from configs import realnvp_mnist
+  c = _tiny_config(realnvp_mnist, data_dir)
+  run = train.Run(c, str(tmp_path / 'run'), restore=False)
+  batch = next(iter(run.data.eval_batches()))
+  gbatch = train.to_global_batch(batch, run.mesh)
+  ms = run.state.model_state
+
+  def nll(index):
+    return float(run.eval_step(run.state.params, gbatch, ms, jnp.asarray(index, jnp.int32))[
+        'nll'])
+
+  assert nll(0) == nll(0)
+  assert nll(0) != nll(1) and nll(1) != nll(2)
+  rerun = train.Run(c, str(tmp_path / 'run2'), restore=False)
+  assert float(rerun.eval_step(rerun.state.params, gbatch, rerun.state.model_state,
+                               jnp.asarray(1, jnp.int32))['nll']) == nll(1)
+
+
+def test_ema_evaluation_recomputes_batch_stats_and_keeps_the_data_position(tmp_path, data_dir):
+  from configs import realnvp_mnist
+  c = _tiny_config(realnvp_mnist, data_dir, batch_stats_batches=3)
+  assert c.train.eval_with_ema and c.train.eval_batch_stats == 'recompute'
+  run = train.Run(c, str(tmp_path / 'run'), restore=False)
+  step = train.make_train_step(run.model, run.tx, run.schedule, ema_decay=0.99,
+                               num_dims=run.data.num_dims, mesh=run.mesh)
+  for _ in range(3):
+    run.state, _ = step(run.state, train.to_global_batch(next(run.data.train_iter), run.mesh))
+  position = run.data.train_iter.get_state()
+  trained = jax.device_get(run.state.model_state['batch_stats'])
+  recomputed = jax.device_get(run.eval_model_state['batch_stats'])
+  assert run.data.train_iter.get_state() == position      # the data position is put back
+  assert run.eval_model_state is run.eval_model_state      # once per step
+  assert jax.tree.structure(recomputed) == jax.tree.structure(trained)
+  for name, layer in recomputed.items():
+    assert float(layer['count']) == 3.0, name                # restarted, then 3 batches
+    assert float(trained[name]['count']) == 3.0
+  # The EMA weights differ from the raw ones, so the statistics of what they compute do.
+  assert any(np.abs(recomputed[n]['mean'] - trained[n]['mean']).max() > 1e-6
+             for n in recomputed)
+  again = jax.device_get(train.recompute_batch_stats(
+      train.make_batch_stats_step(run.model, run.mesh, c.seed), run.eval_params,
+      run.state.model_state, run.data, run.mesh, 3)['batch_stats'])
+  for a, b in zip(jax.tree.leaves(again), jax.tree.leaves(recomputed)):
+    np.testing.assert_array_equal(a, b)
+  c.train.eval_batch_stats = 'current'
+  assert run.eval_model_state is run.state.model_state
+  c.train.eval_batch_stats = 'fresh'
+  with pytest.raises(ValueError, match="'recompute' or 'current'"):
+    run.eval_model_state  # pylint: disable=pointless-statement

@@ -105,3 +105,20 @@ def test_batch_not_divisible_by_devices_is_a_clear_error(tmp_path):
   c.data.batch_size = 12   # 8 devices
   with pytest.raises(ValueError, match='multiple of the 8 devices'):
     train.train_and_evaluate(c, str(tmp_path / 'run'))
+
+
+def test_sampler_auto_is_the_cached_sampler_where_the_model_has_one():
+  from autoreg.gated_pixelcnn import GatedPixelCNN
+  from autoreg.pixelcnn import PixelCNN
+  c = _tiny()
+  assert c.sample.sampler == 'auto'
+  gated = build_model('gated_pixelcnn', {})
+  plain = build_model(c.model_name, c.model.to_dict())
+  assert isinstance(gated, GatedPixelCNN) and isinstance(plain, PixelCNN)
+  assert train.sampler_method(gated, 'auto') == 'sample_cached'
+  assert train.sampler_method(gated, 'naive') == 'sample'
+  assert train.sampler_method(plain, 'auto') == 'sample'
+  with pytest.raises(ValueError, match='has no sample_cached'):
+    train.sampler_method(plain, 'cached')
+  with pytest.raises(ValueError, match="'auto', 'naive' or 'cached'"):
+    train.sampler_method(plain, 'fast')
