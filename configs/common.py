@@ -26,8 +26,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer.name = 'adam'
   c.optimizer.learning_rate = 1e-3
   c.optimizer.warmup_steps = 100
-  c.optimizer.schedule = 'cosine'
+  c.optimizer.schedule = 'cosine'  # 'constant', 'cosine' or 'piecewise'
   c.optimizer.final_fraction = 0.1
+  # schedule='piecewise': piece i runs until step boundaries[i] at learning_rate * factors[i]
+  # (one more factor than boundaries); iwae_stage_schedule below gives the IWAE paper's.
+  c.optimizer.boundaries = ()
+  c.optimizer.factors = ()
   c.optimizer.b1 = 0.9
   c.optimizer.b2 = 0.999
   c.optimizer.eps = 1e-8
@@ -80,3 +84,22 @@ def tiny_image_preset(c: ml_collections.ConfigDict) -> None:
   c.train.log_every = 5
   c.train.checkpoint_every = 10
   c.train.num_samples = 4
+
+
+def iwae_stage_schedule(num_examples: int, batch_size: int, num_stages: int = 8) -> dict:
+  """The learning-rate stages of Burda, Grosse & Salakhutdinov 2016 (arXiv 1509.00519,
+  Sec. 5): stage i = 0..num_stages-1 runs 3^i passes over the training set at
+  1e-3 * 10^(-i/7), sum_i 3^i = (3^8 - 1) / 2 = 3,280 passes for the paper's 8 stages.
+
+  A pass is num_examples // batch_size steps, as the authors' code (train.py) counts
+  minibatches. Returns the config.optimizer fields for schedule='piecewise', relative to
+  learning_rate = 1e-3 (boundaries: the step where each stage after the first starts;
+  factors: 10^(-i/7)), and num_steps, the step count of all stages.
+  """
+  if num_examples < batch_size or batch_size < 1 or num_stages < 1:
+    raise ValueError(f'iwae_stage_schedule needs 1 <= batch_size <= num_examples and '
+                     f'num_stages >= 1, got {num_examples}, {batch_size}, {num_stages}.')
+  steps_per_pass = num_examples // batch_size
+  ends = [steps_per_pass * (3 ** (i + 1) - 1) // 2 for i in range(num_stages)]
+  return dict(schedule='piecewise', learning_rate=1e-3, boundaries=tuple(ends[:-1]),
+              factors=tuple(10.0 ** (-i / 7) for i in range(num_stages)), num_steps=ends[-1])

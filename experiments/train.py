@@ -64,16 +64,61 @@ def model_variables(params, model_state) -> dict:
 
 # --------------------------------------------------------------------------- optimizer
 
+SCHEDULES = ('constant', 'cosine', 'piecewise')
+OPTIMIZER_KEYS = ('name', 'learning_rate', 'warmup_steps', 'schedule', 'final_fraction', 'b1',
+                  'b2', 'eps', 'weight_decay', 'grad_clip_norm', 'boundaries', 'factors')
+
+
+def _piecewise_pieces(cfg) -> tuple[list[int], list[float]]:
+  """config.optimizer.boundaries and .factors, checked: piece i runs from boundaries[i-1]
+  (step 0 for i = 0) up to, not including, boundaries[i] at learning_rate * factors[i]."""
+  boundaries, factors = tuple(cfg.get('boundaries') or ()), tuple(cfg.get('factors') or ())
+  if len(factors) != len(boundaries) + 1:
+    raise ValueError(f"schedule='piecewise' needs one more config.optimizer.factors entry "
+                     f'than boundaries (one learning-rate factor per piece); got '
+                     f'{len(boundaries)} boundaries {boundaries} and {len(factors)} factors.')
+  if any(b != int(b) for b in boundaries) or any(
+      b <= a for a, b in zip((0,) + boundaries, boundaries)):
+    raise ValueError(f'config.optimizer.boundaries must be increasing positive integer steps, '
+                     f'got {boundaries}.')
+  if not all(np.isfinite(f) and f > 0 for f in factors):
+    raise ValueError(f'config.optimizer.factors must be positive, got {factors}.')
+  return [int(b) for b in boundaries], [float(f) for f in factors]
+
+
 def create_learning_rate_schedule(cfg, num_steps: int) -> optax.Schedule:
-  """Linear warmup from 0, then 'constant' or 'cosine' decay to final_fraction * lr."""
+  """Linear warmup from 0, then 'constant', 'cosine' decay to final_fraction * lr, or
+  'piecewise' constant: learning_rate * factors[i] on piece i of config.optimizer.boundaries
+  (absolute steps; the warmup, which must end by the first boundary, ramps to the first
+  piece's rate). The IWAE paper's stages: configs.common.iwae_stage_schedule."""
+  unknown = sorted(set(cfg.keys()) - set(OPTIMIZER_KEYS)) if hasattr(cfg, 'keys') else []
+  if unknown:
+    raise ValueError(f'Unknown config.optimizer key(s) {unknown}; the trainer reads '
+                     f'{", ".join(OPTIMIZER_KEYS)}.')
   lr, warmup = cfg.learning_rate, cfg.warmup_steps
+  if cfg.schedule not in SCHEDULES:
+    raise ValueError(f'config.optimizer.schedule must be one of {SCHEDULES}, got '
+                     f'{cfg.schedule!r}')
+  if cfg.schedule != 'piecewise' and (cfg.get('boundaries') or cfg.get('factors')):
+    raise ValueError(f"config.optimizer.boundaries and .factors belong to schedule="
+                     f"'piecewise'; the schedule is {cfg.schedule!r}. Set "
+                     f"--config.optimizer.schedule=piecewise or clear them.")
+  if cfg.schedule == 'piecewise':
+    boundaries, factors = _piecewise_pieces(cfg)
+    if boundaries and warmup > boundaries[0]:
+      raise ValueError(f'config.optimizer.warmup_steps={warmup} must end by the first '
+                       f'piecewise boundary, step {boundaries[0]}.')
+    # Constant pieces ignore the step offset join_schedules gives them, so the boundaries
+    # stay absolute steps with or without a warmup in front.
+    pieces = [optax.constant_schedule(lr * f) for f in factors]
+    if warmup > 0:
+      pieces, boundaries = [optax.linear_schedule(0.0, lr * factors[0], warmup)] + pieces, [
+          warmup] + boundaries
+    return optax.join_schedules(pieces, boundaries) if boundaries else pieces[0]
   if cfg.schedule == 'constant':
     decay = optax.constant_schedule(lr)
-  elif cfg.schedule == 'cosine':
-    decay = optax.cosine_decay_schedule(lr, max(1, num_steps - warmup), alpha=cfg.final_fraction)
   else:
-    raise ValueError(f"config.optimizer.schedule must be 'constant' or 'cosine', got "
-                     f'{cfg.schedule!r}')
+    decay = optax.cosine_decay_schedule(lr, max(1, num_steps - warmup), alpha=cfg.final_fraction)
   if warmup <= 0:
     return decay
   return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), decay], [warmup])

@@ -5,8 +5,14 @@ Kingma & Dhariwal 2018, arXiv 1807.03039, with the details of their released cod
 - Preprocessing: x = (image + u) / 256 - 0.5 (the code's `x / n_bins - .5`; Jacobian 1).
 - One step of flow (Sec. 3, Table 1, Fig. 2a): actnorm (data-dependent initialization on
   the batch `init` sees) -> invertible 1x1 convolution (LU-decomposed by default, Sec. 3.2;
-  its P and sign(s) are fixed constants in the 'constants' collection) -> affine coupling
-  (the code's version: scale = sigmoid(h + 2), flows/bijectors.py GlowCoupling).
+  its P and sign(s) are fixed constants in the 'constants' collection; the released code's
+  `invertible_1x1_conv` runs the plain one unless edited) -> affine coupling (the code's
+  version: scale = sigmoid(h + 2), flows/bijectors.py GlowCoupling).
+- The comparison of Fig. 3, as the code's `flow_permutation` and `flow_coupling`
+  options: `permutation` 'reverse' (the channel order reversed, Real NVP's fixed
+  permutation) or 'shuffle' (a fixed random channel permutation, a different one per step)
+  in place of the 1x1 convolution, and `coupling` 'additive' (NICE's y_b = x_b + NN(x_a),
+  log-det 0, `AdditiveGlowCoupling`) in place of the affine one.
 - The multi-scale architecture (Fig. 2b): L levels, each a squeeze, K steps of flow and,
   except at the last level, a split: half of the channels z2 are factored out with a
   learned conditional prior N(mu, sigma^2), [mu, log sigma] = Conv2dZeros(z1), a
@@ -20,8 +26,10 @@ temperature T draws z2 = mu + T * sigma * eps2 (flows/models.py). The latent of 
 is [eps of level 0's split, ..., level L-2's, the top], each flattened.
 
 Glow reports 3.35 bits/dim on CIFAR-10 (L=3, K=32, 512 hidden channels, affine coupling,
-Table 2) and 1.05 on MNIST. The released code pads MNIST to 32x32 for three levels; we keep
-28x28 (D = 784 exactly) and use two levels (28 -> 14 -> 7).
+Table 2). The Glow paper has no MNIST result; 1.05 bits/dim for Glow on MNIST is the figure
+Grathwohl et al. 2019 (FFJORD, arXiv 1810.01367, Table 2) report. The released code pads
+MNIST to 32x32 for three levels; we keep 28x28 (D = 784 exactly) and use two levels
+(28 -> 14 -> 7).
 """
 from __future__ import annotations
 
@@ -72,6 +80,31 @@ class TopPrior(nn.Module):
     return (z - mean) * jnp.exp(-logs), log_det
 
 
+COUPLINGS = ('affine', 'additive')
+PERMUTATIONS = ('1x1conv', 'shuffle', 'reverse')
+
+
+class AdditiveGlowCoupling(fb.Bijector):
+  """Glow's additive coupling (Sec. 3.3; the code's flow_coupling=0): the channel halves
+  (x_a, x_b) = (first floor(C/2), rest), y_b = x_b + NN(x_a), log_det = 0. NN is
+  GlowCoupling's network (zero-initialized last layer), with one output per channel of x_b,
+  so a fresh layer is the identity."""
+  hidden_features: int = 64
+
+  @nn.compact
+  def __call__(self, x, inverse=False, train=False, context=None):
+    del train, context
+    c = x.shape[-1]
+    if c < 2:
+      raise ValueError(f'Glow coupling splits channels and needs at least 2, got {c}')
+    xa, xb = x[..., :c // 2], x[..., c // 2:]
+    shift = fb.Conditioner((self.hidden_features, self.hidden_features), xb.shape[-1],
+                           kernel_sizes=(3, 1), output_logscale_factor=3.0, name='net')(xa)
+    yb = xb - shift if inverse else xb + shift
+    return jnp.concatenate([xa, yb.astype(x.dtype)], axis=-1), jnp.zeros((x.shape[0],),
+                                                                         jnp.float32)
+
+
 class Glow(ImageFlow):
   """Glow on [H, W, C] images.
 
@@ -79,8 +112,12 @@ class Glow(ImageFlow):
     num_levels: L; H and W must be divisible by 2^L.
     num_steps: K steps of flow per level.
     hidden_features: the coupling networks' hidden channels (512 in the paper).
-    lu: the LU-decomposed 1x1 convolution (else the plain one with a slogdet).
+    lu: with permutation='1x1conv', the LU-decomposed 1x1 convolution (else the plain one
+      with a slogdet); the fixed permutations have no weights and ignore it.
     learn_top: a learned mean and scale for the top latent (else N(0, I)).
+    coupling: 'affine' (the paper's model) or 'additive' (Fig. 3).
+    permutation: '1x1conv' (the paper's model), 'shuffle' or 'reverse' (Fig. 3).
+      The defaults are the layers and parameter names of runs saved before these options.
 
   Actnorm's data-dependent initialization needs a batch with several distinct values per
   channel at every level: the trainer initializes on an evaluation batch (hundreds of
@@ -92,6 +129,8 @@ class Glow(ImageFlow):
   hidden_features: int = 512
   lu: bool = True
   learn_top: bool = True
+  coupling: str = 'affine'
+  permutation: str = '1x1conv'
   preprocessing: str = 'shift'
   prior: str = 'gaussian'
 
@@ -101,15 +140,19 @@ class Glow(ImageFlow):
     if self.num_levels < 1 or h % 2 ** self.num_levels or w % 2 ** self.num_levels:
       raise ValueError(f'num_levels={self.num_levels} needs H and W divisible by '
                        f'2^num_levels; the images are {h}x{w}.')
-    conv = fb.LUInvertible1x1Conv if self.lu else fb.Invertible1x1Conv
+    if self.coupling not in COUPLINGS:
+      raise ValueError(f'coupling={self.coupling!r}; choose one of {COUPLINGS}.')
+    if self.permutation not in PERMUTATIONS:
+      raise ValueError(f'permutation={self.permutation!r}; choose one of {PERMUTATIONS}.')
+    coupling = fb.GlowCoupling if self.coupling == 'affine' else AdditiveGlowCoupling
     levels, priors, shapes = [], [], []
     for l in range(self.num_levels):
       layers = [fb.Squeeze(name=f'level{l}_squeeze')]
       h, w, c = h // 2, w // 2, 4 * c
       for k in range(self.num_steps):
         layers += [fb.ActNorm(name=f'level{l}_step{k}_actnorm'),
-                   conv(name=f'level{l}_step{k}_invconv'),
-                   fb.GlowCoupling(self.hidden_features, name=f'level{l}_step{k}_coupling')]
+                   self._permutation_layer(l, k),
+                   coupling(self.hidden_features, name=f'level{l}_step{k}_coupling')]
       levels.append(fb.Chain(layers))
       if l < self.num_levels - 1:
         priors.append(SplitPrior(name=f'level{l}_split'))
@@ -122,6 +165,17 @@ class Glow(ImageFlow):
       self.top_prior = TopPrior()
     self.latent_shapes = tuple(shapes)
     assert sum(math.prod(s) for s in shapes) == self.num_dims
+
+  def _permutation_layer(self, level: int, step: int) -> fb.Bijector:
+    name = f'level{level}_step{step}'
+    if self.permutation == 'reverse':
+      return fb.Reverse(name=f'{name}_reverse')
+    if self.permutation == 'shuffle':
+      # One seed per step: the code seeds each step's shuffle from its scope name, so the
+      # steps permute differently.
+      return fb.Permute(seed=level * self.num_steps + step, name=f'{name}_shuffle')
+    conv = fb.LUInvertible1x1Conv if self.lu else fb.Invertible1x1Conv
+    return conv(name=f'{name}_invconv')
 
   def _flow(self, y, train):
     log_det = jnp.zeros((y.shape[0],), jnp.float32)

@@ -118,8 +118,8 @@ class VAE(nn.Module):
     latent_dims: units of z_1 .. z_L, from the data upwards: (50,) is the IWAE paper's
       one-layer model, (100, 50) its two-layer model.
     hidden_dims: one tuple of deterministic layer widths per stochastic layer; entry l
-      serves q(z_l | z_{l-1}) (z_0 = x) and, mirrored, p(z_{l-1} | z_l). The IWAE paper:
-      ((200, 200),) and ((100, 100), (50, 50)).
+      serves q(z_l | z_{l-1}) (z_0 = x) and, mirrored, p(z_{l-1} | z_l). The IWAE paper
+      and its code: ((200, 200),) and ((200, 200), (100, 100)) (784-200-200-100-100-100-50).
     architecture: 'mlp' or 'conv' (the x <-> z_1 networks; deeper ones are MLPs).
     conv_features: channels of the convolutional encoder's two stride-2 layers.
     likelihood: 'bernoulli', 'gaussian' or 'logistic'.

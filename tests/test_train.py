@@ -122,3 +122,62 @@ def test_sampler_auto_is_the_cached_sampler_where_the_model_has_one():
     train.sampler_method(plain, 'cached')
   with pytest.raises(ValueError, match="'auto', 'naive' or 'cached'"):
     train.sampler_method(plain, 'fast')
+
+
+def test_piecewise_schedule_gives_the_iwae_papers_stages():
+  """Burda et al. 2016, Sec. 5: stage i = 0..7 runs 3^i passes at 1e-3 * 10^(-i/7); batch 20
+  over 60,000 images is 3,000 steps per pass, 3,280 passes in all."""
+  import jax.numpy as jnp
+  from configs import iwae_binarized_mnist
+  c = iwae_binarized_mnist.get_config('iwae,k=50,layers=2,paper')
+  o = c.optimizer
+  assert c.data.batch_size == 20 and (o.name, o.b1, o.b2, o.eps) == ('adam', 0.9, 0.999, 1e-4)
+  assert not o.grad_clip_norm and o.warmup_steps == 0 and not c.train.eval_with_ema
+  assert c.train.num_steps == 3280 * 60_000 // 20
+  schedule = train.create_learning_rate_schedule(o, c.train.num_steps)
+  starts = (0,) + tuple(o.boundaries)
+  ends = tuple(o.boundaries) + (c.train.num_steps,)
+  assert len(starts) == 8
+  for i, (start, end) in enumerate(zip(starts, ends)):
+    assert end - start == 3 ** i * 3000, i
+    for step in (start, end - 1):     # the first and last steps of stage i
+      got = float(schedule(jnp.asarray(step, jnp.int32)))
+      np.testing.assert_allclose(got, 1e-3 * 10 ** (-i / 7), rtol=1e-6, err_msg=str(step))
+  # The optimizer uses the schedule: Adam's first step on a gradient g is lr * g / (|g| + eps).
+  tx, _ = train.create_optimizer(o, c.train.num_steps)
+  params = {'w': jnp.zeros(3)}
+  updates, _ = jax.jit(tx.update)({'w': jnp.full(3, 50.0)}, tx.init(params), params)
+  np.testing.assert_allclose(updates['w'], -1e-3 / (1 + 1e-4 / 50), rtol=1e-5)
+
+
+def test_piecewise_schedule_with_a_warmup_keeps_absolute_boundaries():
+  c = _tiny().optimizer
+  c.update(schedule='piecewise', learning_rate=2.0, warmup_steps=4, boundaries=(10, 20),
+           factors=(1.0, 0.5, 0.25))
+  s = train.create_learning_rate_schedule(c, 30)
+  np.testing.assert_allclose([float(s(k)) for k in (0, 2, 4, 9, 10, 19, 20, 29)],
+                             [0.0, 1.0, 2.0, 2.0, 1.0, 1.0, 0.5, 0.5], atol=1e-6)
+
+
+@pytest.mark.parametrize('update,match', [
+    (dict(schedule='piecewize'), 'must be one of'),
+    (dict(schedule='cosine', boundaries=(10,), factors=(1.0, 0.1)),
+     "belong to schedule='piecewise'"),
+    (dict(schedule='piecewise', boundaries=(10, 20), factors=(1.0, 0.1)), 'one more'),
+    (dict(schedule='piecewise', boundaries=(20, 10), factors=(1.0, 0.1, 0.01)), 'increasing'),
+    (dict(schedule='piecewise', boundaries=(10,), factors=(1.0, -0.1)), 'positive'),
+    (dict(schedule='piecewise', boundaries=(10,), factors=(1.0, 0.1), warmup_steps=11),
+     'must end by the first'),
+])
+def test_schedule_config_mistakes_are_clear_value_errors(update, match):
+  c = _tiny().optimizer
+  c.update(update)
+  with pytest.raises(ValueError, match=match):
+    train.create_optimizer(c, 100)
+
+
+def test_unknown_optimizer_key_is_a_clear_value_error():
+  c = _tiny().optimizer
+  c.boundary = (10,)      # a typo for boundaries, made in a config file
+  with pytest.raises(ValueError, match=r"Unknown config.optimizer key\(s\) \['boundary'\]"):
+    train.create_optimizer(c, 100)

@@ -176,7 +176,10 @@ def test_bad_arguments_are_named():
 def test_tiny_config_trains_and_reports_importance_sampled_nll(tmp_path, data_dir):
   from configs import iwae_binarized_mnist
   from experiments import train
-  c = iwae_binarized_mnist.get_config('iwae,k=5,layers=2,tiny')
+  # With `paper`: the piecewise learning-rate schedule and raw-weight evaluation go through
+  # the trainer too.
+  c = iwae_binarized_mnist.get_config('iwae,k=5,layers=2,paper,tiny')
+  assert c.optimizer.schedule == 'piecewise' and c.model.hidden_dims == ((20, 20), (10, 10))
   c.data.local_dir = data_dir
   result = train.train_and_evaluate(c, str(tmp_path))
   # The k = 20 estimate of -log p(x) is below the negated ELBO of the same test images.
