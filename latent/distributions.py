@@ -1,7 +1,8 @@
 """Densities the latent-variable models share: diagonal Gaussians (posteriors, priors and
 decoders), Bernoulli decoders over binary images, and a single discretized logistic per
-sub-pixel over 8-bit images (Kingma et al. 2016, arXiv 1606.04934, Sec. 5; Salimans et al.
-2017 without the mixture).
+sub-pixel over 8-bit images (Kingma et al. 2016, arXiv 1606.04934, Sec. 5; Salimans,
+Karpathy, Chen & Kingma 2017, arXiv 1701.05517, Eq. 2 without the mixture, whose bin masses
+come from autoreg.distributions so both packages score a bin the same way).
 
 All log-densities are summed over every non-batch axis and returned in nats per example.
 """
@@ -11,6 +12,8 @@ import math
 
 import jax
 import jax.numpy as jnp
+
+from autoreg.distributions import discretized_logistic_log_mass
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -53,25 +56,10 @@ def bernoulli_log_prob(x, logits, batch_ndim: int = 1):
 def discretized_logistic_log_prob(x_int, mean, log_scale, num_levels: int = 256,
                                   batch_ndim: int = 1):
   """log P(x_int) for x_int in {0..L-1} under a logistic(mean, exp(log_scale)) on [-1, 1],
-  discretized into L bins; the edge bins take the tails (PixelCNN++'s convention)."""
-  x = x_int.astype(mean.dtype) * (2.0 / (num_levels - 1)) - 1.0
-  half = 1.0 / (num_levels - 1)
-  inv_s = jnp.exp(-log_scale)
-  plus = inv_s * (x - mean + half)
-  minus = inv_s * (x - mean - half)
-  cdf_plus = jax.nn.sigmoid(plus)
-  cdf_minus = jax.nn.sigmoid(minus)
-  log_cdf_plus = plus - jax.nn.softplus(plus)          # log sigmoid(plus)
-  log_one_minus_cdf_minus = -jax.nn.softplus(minus)    # log (1 - sigmoid(minus))
-  mid = inv_s * (x - mean)
-  # In the far tails of the bin difference, fall back to the density times the bin width.
-  log_pdf_mid = mid - log_scale - 2.0 * jax.nn.softplus(mid)
-  diff = cdf_plus - cdf_minus
-  log_mid = jnp.where(diff > 1e-5, jnp.log(jnp.maximum(diff, 1e-12)),
-                      log_pdf_mid + math.log(2.0 * half))
-  lp = jnp.where(x_int == 0, log_cdf_plus,
-                 jnp.where(x_int == num_levels - 1, log_one_minus_cdf_minus, log_mid))
-  return _sum_event(lp, batch_ndim)
+  discretized into L bins; the edge bins take the tails (PixelCNN++'s Eq. 2, computed
+  exactly in both tails by autoreg.distributions.discretized_logistic_log_mass)."""
+  return _sum_event(discretized_logistic_log_mass(x_int, mean, log_scale, num_levels),
+                    batch_ndim)
 
 
 def logistic_mean_to_levels(mean, num_levels: int = 256):

@@ -242,8 +242,7 @@ class VAE(nn.Module):
       return jax.random.bernoulli(rng, jax.nn.sigmoid(out)).astype(jnp.int32)
     mean, log_s = out[..., :c], out[..., c:]
     if self.likelihood == 'logistic':
-      u = jax.random.uniform(rng, mean.shape, minval=1e-5, maxval=1 - 1e-5)
-      x = jnp.tanh(mean) + temperature * jnp.exp(log_s) * (jnp.log(u) - jnp.log1p(-u))
+      x = jnp.tanh(mean) + temperature * jnp.exp(log_s) * jax.random.logistic(rng, mean.shape)
       return dist.logistic_mean_to_levels(jnp.clip(x, -1, 1), self.num_levels)
     x = mean + temperature * jnp.exp(0.5 * log_s) * jax.random.normal(rng, mean.shape)
     return jnp.clip(jnp.floor(x * self.num_levels), 0, self.num_levels - 1).astype(jnp.int32)
