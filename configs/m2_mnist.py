@@ -27,13 +27,14 @@ balance; a classifier trained alone on the 100 labels reaches about 24% test err
 run's 19.6% showed the unlabelled term doing little.)
 
 The default, 40,000 steps (64 passes over the unlabelled data), is sized for about 45
-minutes on one core of the 2-core CPU (14-16.7 steps/s measured pinned with `taskset -c 1`
+minutes on one core of the 2-core CPU (16.7 steps/s measured pinned with `taskset -c 1`
 while a flow training held the other core), with four evaluations on the 10,000 test
 images; `:tiny` is for tests.
 
 Result (2026-12-02, this command, one core of the 2-core CPU via `taskset -c 1`, moved to
 core 0 at step ~24,000; the other core ran a Real NVP training and tests for most of the
-run; 53 min wall): test error 11.91% (17.08% at step 10,000, 13.49% at 20,000, 12.11% at
+run, and it ran at 4.7-16.7 steps/s, slowest while tests shared its core; 53 min
+wall): test error 11.91% (17.08% at step 10,000, 13.49% at 20,000, 12.11% at
 30,000), -U(x) 95.85 nats, on the 10,000 test images. The paper: 11.97% (+- 1.71), Table 1.
 The old default (alpha = 30, 6,000 steps): 19.58%.
 """

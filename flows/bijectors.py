@@ -345,8 +345,13 @@ class GlowCoupling(Bijector):
   exp(3 * logs) output rescaling (Dense layers for flat input). With the zero start, a fresh
   layer has shift 0 and scale sigmoid(2) ~ 0.881: a fixed contraction of x_b, not the
   identity, exactly as in Glow's code (the paper's Table 1 writes s = exp(log s)).
+
+  additive=True is the additive coupling of the Glow paper's comparison (Sec. 3.3, Fig. 3;
+  the code's flow_coupling=0): y_b = x_b + NN(x_a), NN with one output per channel of x_b,
+  log_det = 0, and a fresh layer is the identity.
   """
   hidden_features: int = 64
+  additive: bool = False
 
   @nn.compact
   def __call__(self, x, inverse=False, train=False, context=None):
@@ -355,8 +360,12 @@ class GlowCoupling(Bijector):
     if c < 2:
       raise ValueError(f'Glow coupling splits channels and needs at least 2, got {c}')
     xa, xb = x[..., :c // 2], x[..., c // 2:]
-    h = Conditioner((self.hidden_features, self.hidden_features), 2 * xb.shape[-1],
+    width = xb.shape[-1] if self.additive else 2 * xb.shape[-1]
+    h = Conditioner((self.hidden_features, self.hidden_features), width,
                     kernel_sizes=(3, 1), output_logscale_factor=3.0, name='net')(xa)
+    if self.additive:
+      yb = (xb - h if inverse else xb + h).astype(x.dtype)
+      return jnp.concatenate([xa, yb], axis=-1), jnp.zeros((x.shape[0],), jnp.float32)
     shift = h[..., 0::2]
     logit = h[..., 1::2].astype(jnp.float32) + 2.0
     log_scale = jax.nn.log_sigmoid(logit)

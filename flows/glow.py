@@ -12,7 +12,7 @@ Kingma & Dhariwal 2018, arXiv 1807.03039, with the details of their released cod
   options: `permutation` 'reverse' (the channel order reversed, Real NVP's fixed
   permutation) or 'shuffle' (a fixed random channel permutation, a different one per step)
   in place of the 1x1 convolution, and `coupling` 'additive' (NICE's y_b = x_b + NN(x_a),
-  log-det 0, `AdditiveGlowCoupling`) in place of the affine one.
+  log-det 0, GlowCoupling(additive=True)) in place of the affine one.
 - The multi-scale architecture (Fig. 2b): L levels, each a squeeze, K steps of flow and,
   except at the last level, a split: half of the channels z2 are factored out with a
   learned conditional prior N(mu, sigma^2), [mu, log sigma] = Conv2dZeros(z1), a
@@ -84,27 +84,6 @@ COUPLINGS = ('affine', 'additive')
 PERMUTATIONS = ('1x1conv', 'shuffle', 'reverse')
 
 
-class AdditiveGlowCoupling(fb.Bijector):
-  """Glow's additive coupling (Sec. 3.3; the code's flow_coupling=0): the channel halves
-  (x_a, x_b) = (first floor(C/2), rest), y_b = x_b + NN(x_a), log_det = 0. NN is
-  GlowCoupling's network (zero-initialized last layer), with one output per channel of x_b,
-  so a fresh layer is the identity."""
-  hidden_features: int = 64
-
-  @nn.compact
-  def __call__(self, x, inverse=False, train=False, context=None):
-    del train, context
-    c = x.shape[-1]
-    if c < 2:
-      raise ValueError(f'Glow coupling splits channels and needs at least 2, got {c}')
-    xa, xb = x[..., :c // 2], x[..., c // 2:]
-    shift = fb.Conditioner((self.hidden_features, self.hidden_features), xb.shape[-1],
-                           kernel_sizes=(3, 1), output_logscale_factor=3.0, name='net')(xa)
-    yb = xb - shift if inverse else xb + shift
-    return jnp.concatenate([xa, yb.astype(x.dtype)], axis=-1), jnp.zeros((x.shape[0],),
-                                                                         jnp.float32)
-
-
 class Glow(ImageFlow):
   """Glow on [H, W, C] images.
 
@@ -144,7 +123,7 @@ class Glow(ImageFlow):
       raise ValueError(f'coupling={self.coupling!r}; choose one of {COUPLINGS}.')
     if self.permutation not in PERMUTATIONS:
       raise ValueError(f'permutation={self.permutation!r}; choose one of {PERMUTATIONS}.')
-    coupling = fb.GlowCoupling if self.coupling == 'affine' else AdditiveGlowCoupling
+    additive = self.coupling == 'additive'
     levels, priors, shapes = [], [], []
     for l in range(self.num_levels):
       layers = [fb.Squeeze(name=f'level{l}_squeeze')]
@@ -152,7 +131,8 @@ class Glow(ImageFlow):
       for k in range(self.num_steps):
         layers += [fb.ActNorm(name=f'level{l}_step{k}_actnorm'),
                    self._permutation_layer(l, k),
-                   coupling(self.hidden_features, name=f'level{l}_step{k}_coupling')]
+                   fb.GlowCoupling(self.hidden_features, additive=additive,
+                                   name=f'level{l}_step{k}_coupling')]
       levels.append(fb.Chain(layers))
       if l < self.num_levels - 1:
         priors.append(SplitPrior(name=f'level{l}_split'))
