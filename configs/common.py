@@ -21,6 +21,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.eval_split = 'test'
   c.data.batch_size = 64        # global, across all devices and processes
   c.data.eval_batch_size = 256
+  # True: grey images become binary, each pixel a Bernoulli draw of its intensity (fresh
+  # each training epoch, fixed for evaluation), for the binary models (Bernoulli VAE, M2,
+  # 2-level PixelCNN) on any grey data set; binarized_mnist is mnist with this on.
+  c.data.binarize = False
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = 'adam'
@@ -41,9 +45,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict()
   c.train.num_steps = 1000
   c.train.log_every = 50
-  c.train.eval_every = 0          # 0: only at the end
+  c.train.eval_every = 0          # 0: only at the end (so for each *_every)
   c.train.checkpoint_every = 500
-  c.train.sample_every = 0        # 0: only at the end
+  c.train.sample_every = 0
   c.train.num_samples = 64
   c.train.sample_at_end = True
   c.train.keep_checkpoints = 3

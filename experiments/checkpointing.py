@@ -10,15 +10,62 @@ previous step intact and a restart never sees half a checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
+import re
+import shutil
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
+from experiments.errors import UserError
 
-class CheckpointError(Exception):
+
+def _not_read_only_notice(record) -> bool:
+  # orbax says so each time a read-only manager opens (evaluation, load_run): no news.
+  return not str(record.msg).startswith('Given directory is read only')
+
+
+logging.getLogger('absl').addFilter(_not_read_only_notice)
+
+
+class CheckpointError(UserError):
   """A checkpoint that cannot be restored into this config's train state."""
+
+
+class OptimizerMismatchError(CheckpointError):
+  """A sound checkpoint whose optimizer state has another structure than the config's
+  optimizer (adam <-> adamw, clipping switched on or off)."""
+
+
+class CorruptCheckpointError(CheckpointError):
+  """A checkpoint whose files cannot be read."""
+
+
+def _leaf_paths(tree) -> dict[str, tuple]:
+  """'1/0/mu/a/kernel' -> shape for every leaf, container types aside (orbax's metadata
+  spells optax's named tuples as lists and dicts)."""
+  flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+  return {'/'.join(_key_name(k) for k in path): tuple(getattr(leaf, 'shape', ()))
+          for path, leaf in flat}
+
+
+def _corrupt_detail(e: BaseException) -> str:
+  """The array and file a TensorStore read error names, from the exception chain."""
+  text, seen = '', e
+  while seen is not None and len(text) < 100_000:
+    text += f' {seen}'
+    seen = seen.__cause__ or seen.__context__
+  m = re.search(r'Error reading "([^"/]+)/?[^"]*" in OCDBT database at local file "([^"]+)"',
+                text)
+  if m:
+    return f'the array {m.group(1)} in {m.group(2)} cannot be read'
+  m = re.search(r"'path': '([^'/]+)/'", text)
+  if m:
+    return f'the array {m.group(1)} cannot be read'
+  first = str(e).split('\n')[0][:300]
+  return f'{type(e).__name__}: {first}'
 
 
 def _key_name(k) -> str:
@@ -63,15 +110,20 @@ def item_handlers() -> dict:
 class Checkpointer:
   """Thin wrapper over ocp.CheckpointManager with clear errors on bad checkpoints."""
 
-  def __init__(self, workdir: str, keep: int = 3):
+  def __init__(self, workdir: str, keep: int = 3, read_only: bool = False):
     self.directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
-    options = ocp.CheckpointManagerOptions(
-        create=True,
-        preservation_policy=ocp.checkpoint_managers.LatestN(keep),
-        enable_async_checkpointing=True,
-        cleanup_tmp_directories=True)
+    if read_only:
+      options = ocp.CheckpointManagerOptions(read_only=True, create=False,
+                                             save_interval_steps=0)
+    else:
+      options = ocp.CheckpointManagerOptions(
+          create=True,
+          preservation_policy=ocp.checkpoint_managers.LatestN(keep),
+          enable_async_checkpointing=True,
+          cleanup_tmp_directories=True)
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_handlers=item_handlers())
+    self._closed = False
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -85,26 +137,59 @@ class Checkpointer:
     self._manager.wait_until_finished()
 
   def close(self) -> None:
-    self._manager.wait_until_finished()
-    self._manager.close()
+    """Waits for pending writes and closes the manager; safe to call twice, and after an
+    error (a failed write is logged here, its error was raised where it happened)."""
+    if self._closed:
+      return
+    self._closed = True
+    try:
+      self._manager.wait_until_finished()
+    finally:
+      self._manager.close()
 
-  def restore(self, target_state, step: int | None = None) -> tuple[Any, dict]:
-    """Restores (state, data_state) into the structure and shapes of `target_state`."""
+  def all_steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
+  def restore(self, target_state, step: int | None = None, *, reset_optimizer: bool = False,
+              optimizer_changes: str = '') -> tuple[Any, dict]:
+    """Restores (state, data_state) into the structure and shapes of `target_state`.
+
+    A model whose parameters differ from the checkpoint's raises CheckpointError; an
+    optimizer state of another structure OptimizerMismatchError (unless reset_optimizer:
+    then everything but the optimizer state is restored, and the optimizer starts afresh
+    from the checkpoint's parameters); unreadable files CorruptCheckpointError.
+    `optimizer_changes` (the changed config.optimizer fields) goes into the message.
+    """
     step = self.latest_step() if step is None else step
     if step is None:
       raise CheckpointError(f'No checkpoint in {self.directory}.')
     step_dir = os.path.join(self.directory, str(step))
-    fix = (f'Delete {step_dir} to resume from the checkpoint before it, or start the run '
-           'in a new --workdir.')
     try:
       saved = self._manager.item_metadata(step)['state']
+      if saved is None:
+        raise ValueError('no state metadata')
+      saved_opt = _leaf_paths(saved['opt_state'])
     except Exception as e:  # orbax raises many types for unreadable metadata
-      raise CheckpointError(f'Checkpoint {step_dir} is unreadable or corrupt ({type(e).__name__}: '
-                            f'{e}). {fix}') from e
-    if saved is None:
-      raise CheckpointError(f'Checkpoint {step_dir} has no readable state metadata. {fix}')
+      raise CorruptCheckpointError(
+          f'Checkpoint {step_dir}: its metadata cannot be read ({type(e).__name__}: '
+          f'{str(e)[:300]})') from e
     self._check_shapes(saved, target_state, step_dir)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target_state)
+    opt_differs = saved_opt != _leaf_paths(target_state.opt_state)
+    if opt_differs and not reset_optimizer:
+      changed = (f' The config changes:\n{optimizer_changes}' if optimizer_changes else
+                 ' (adam <-> adamw, or gradient clipping switched on or off)')
+      raise OptimizerMismatchError(
+          f'Checkpoint {step_dir} is sound, but its optimizer state has another structure '
+          f'than the optimizer this config builds.{changed}\nEither resume with the '
+          "run's original optimizer settings (see config.json in the workdir), or pass "
+          '--reset_optimizer to restore the parameters, EMA, step and data position and '
+          'start the optimizer afresh (Adam moments zero, warmup again).')
+    if reset_optimizer:
+      sharding = jax.tree.leaves(abstract.params)[0].sharding
+      abstract = abstract.replace(opt_state=jax.tree.map(
+          lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
+          saved['opt_state']))
     # A checkpoint from before model_state existed, for a model without such collections:
     # restore every other field and keep the (empty) model_state of the target.
     legacy = (dataclasses.is_dataclass(abstract) and hasattr(abstract, 'model_state')
@@ -116,12 +201,46 @@ class Checkpointer:
       restored = self._manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
     except Exception as e:
-      raise CheckpointError(f'Checkpoint {step_dir} could not be restored ({type(e).__name__}: '
-                            f'{e}). It may be corrupt or from another model. {fix}') from e
+      raise CorruptCheckpointError(f'Checkpoint {step_dir}: {_corrupt_detail(e)}') from e
     state = restored['state']
     if legacy:
       state = target_state.replace(**state)
+    if reset_optimizer:
+      state = state.replace(opt_state=target_state.opt_state)
     return state, dict(restored['data'] or {})
+
+  def restore_latest(self, target_state, **kwargs) -> tuple[Any, dict, int, list[str]]:
+    """Restores the newest checkpoint that restores. Newer corrupt ones are moved aside to
+    `<workdir>/corrupt_checkpoints/<step>` (never deleted). Returns (state, data_state,
+    step, notes on what was moved). With none usable, nothing is moved and the
+    CheckpointError lists each one's problem."""
+    problems = []
+    for step in reversed(self.all_steps()):
+      try:
+        state, data = self.restore(target_state, step, **kwargs)
+      except CorruptCheckpointError as e:
+        problems.append((step, str(e)))
+        continue
+      notes = [self._move_aside(s, why) for s, why in problems]
+      return state, data, step, notes
+    if not problems:
+      raise CheckpointError(f'No checkpoint in {self.directory}.')
+    raise CheckpointError(
+        'No checkpoint in this workdir can be restored:\n' + '\n'.join(
+            f'  {why}' for _, why in problems) + '\nNothing was moved or deleted. Start the '
+        'run in a new --workdir (or copy a good checkpoint into this one).')
+
+  def _move_aside(self, step: int, why: str) -> str:
+    aside = os.path.join(os.path.dirname(self.directory), 'corrupt_checkpoints')
+    os.makedirs(aside, exist_ok=True)
+    dest = os.path.join(aside, str(step))
+    n = 1
+    while os.path.exists(dest):
+      dest, n = os.path.join(aside, f'{step}.{n}'), n + 1
+    self._manager.wait_until_finished()
+    shutil.move(os.path.join(self.directory, str(step)), dest)
+    self._manager.reload()
+    return f'{why}. It was moved aside to {dest} (kept, not deleted).'
 
   @staticmethod
   def _check_shapes(saved_meta, target_state, step_dir: str) -> None:
@@ -140,6 +259,7 @@ class Checkpointer:
       lines.append(f'  in the config but not the checkpoint: {", ".join(missing[:5])}')
     if extra:
       lines.append(f'  in the checkpoint but not the config: {", ".join(extra[:5])}')
-    lines.append('Run with the config this workdir was trained with (saved as '
-                 'config.json in the workdir), or use a new --workdir.')
+    lines.append('The checkpoint is sound; the config builds another model. Run with the '
+                 'config this workdir was trained with (config.json in the workdir), or '
+                 'use a new --workdir.')
     raise CheckpointError('\n'.join(lines))

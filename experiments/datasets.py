@@ -54,6 +54,8 @@ from typing import Any
 
 import numpy as np
 
+from experiments.errors import UserError
+
 Arrays = dict[str, np.ndarray]
 
 NAMES = ('digits', 'mnist', 'binarized_mnist', 'fashion_mnist', 'cifar10', 'tiny_shakespeare',
@@ -72,7 +74,7 @@ _SPOKEN_DIGIT_TEST_TAKES = 5   # takes 0..4 are the test split
 _SPOKEN_DIGIT_RATE = 8000
 
 
-class DataError(Exception):
+class DataError(UserError):
   """A data set that is unknown, missing, corrupt or not prepared for the chosen source."""
 
 
@@ -353,6 +355,8 @@ def _load_shakespeare_local(folder: Path, split: str) -> Arrays:
     text = path.read_bytes().decode('utf-8')
   except UnicodeDecodeError as e:
     raise _corrupt(path, f'not UTF-8 text: {e}') from e
+  if not text:
+    raise _corrupt(path, 'the file is empty (Tiny Shakespeare is 1,115,394 characters)')
   ids = _encode_text(text, path)
   return {'text': ids[_shakespeare_split_slices(len(ids))[split]]}
 

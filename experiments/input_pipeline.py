@@ -150,9 +150,15 @@ def parse_split(spec: str) -> tuple[str, slice]:
 def _prepare_split(cfg, info: DatasetInfo, spec: str, train: bool) -> tuple[dict, Any]:
   """Loads a split and returns (arrays, per-example random transform or None)."""
   split, sl = parse_split(spec)
+  field = 'train_split' if train else 'eval_split'
   arrays = datasets.load_split(cfg.name, split, source=cfg.source, local_dir=cfg.local_dir)
+  total = len(next(iter(arrays.values())))
   if info.kind != 'text':   # text is sliced by windows, below
     arrays = {k: v[sl] for k, v in arrays.items()}
+    if not len(next(iter(arrays.values()))):
+      raise DataError(f'config.data.{field}={spec!r} selects no examples of the {total:,} '
+                      f'in the {split!r} split of {cfg.name!r}. Select at least one: '
+                      f"'{split}' or '{split}[:512]'.")
   transform = None
   if info.kind == 'image':
     arrays = {k: v for k, v in arrays.items() if k in ('image', 'label')}
@@ -163,11 +169,18 @@ def _prepare_split(cfg, info: DatasetInfo, spec: str, train: bool) -> tuple[dict
         seed = cfg.get('eval_binarization_seed', DEFAULT_EVAL_BINARIZATION_SEED)
         arrays = dict(arrays, image=_binarize_fixed(arrays['image'], seed))
   elif info.kind == 'text':
+    if len(arrays['text']) < 2 * cfg.seq_len + 2:
+      raise DataError(f'The {split!r} split of {cfg.name!r} has {total:,} characters, too few '
+                      f'for windows of config.data.seq_len={cfg.seq_len}. Lower seq_len or '
+                      'check the data file.')
     if train and cfg.get('random_offsets', False):
       arrays, transform = _text_random_windows(arrays['text'], cfg.seq_len)
       arrays = {k: v[sl] for k, v in arrays.items()}
     else:
       arrays = {k: v[sl] for k, v in _text_windows(arrays['text'], cfg.seq_len).items()}
+    if not len(next(iter(arrays.values()))):
+      raise DataError(f'config.data.{field}={spec!r} selects no windows of the '
+                      f'{cfg.seq_len + 1}-character windows of the {split!r} split.')
   elif info.kind == 'audio':
     if train:
       transform = _random_crop(cfg.crop_length)
@@ -262,6 +275,23 @@ def _semi_supervised_train_iter(cfg, info: DatasetInfo, arrays, transform, *, se
   return iter(ds.to_iter_dataset())
 
 
+def data_info(cfg) -> DatasetInfo:
+  """The description of the data a config's `data` section gives the model: the data
+  set's, with 2 levels where data.binarize=True makes grey images binary."""
+  if cfg.name not in datasets.NAMES:
+    raise DataError(f'Unknown data set config.data.name={cfg.name!r}; choose one of '
+                    f'{", ".join(datasets.NAMES)}.')
+  info = datasets.get_info(cfg.name)
+  if cfg.get('binarize', False) and info.num_levels != 2:
+    if info.kind != 'image' or info.shape[-1] != 1:
+      raise DataError(f'config.data.binarize=True needs grey (1-channel) images; '
+                      f'{cfg.name!r} is {info.kind} data of shape {info.shape}.')
+    # Each pixel a Bernoulli draw of its intensity: fresh every training epoch, fixed for
+    # evaluation (as binarized_mnist, which is mnist with this on).
+    info = dataclasses.replace(info, num_levels=2)
+  return info
+
+
 def create_datasets(cfg, *, seed: int, process_index: int = 0, process_count: int = 1,
                     eval_batch_multiple: int = 1) -> Datasets:
   """Train iterator and evaluation batches for a config's `data` section.
@@ -279,7 +309,7 @@ def create_datasets(cfg, *, seed: int, process_index: int = 0, process_count: in
   if cfg.name not in datasets.NAMES:
     raise DataError(f'Unknown data set config.data.name={cfg.name!r}; choose one of '
                     f'{", ".join(datasets.NAMES)}.')
-  info = datasets.get_info(cfg.name)
+  info = data_info(cfg)
   if cfg.batch_size % process_count:
     raise ValueError(f'config.data.batch_size={cfg.batch_size} is not divisible by the '
                      f'{process_count} processes.')

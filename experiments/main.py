@@ -5,14 +5,22 @@
       --config.optimizer.learning_rate=3e-4
   python -m experiments.main --config=... --workdir=runs/digits --mode=eval   # or sample
 
-A run always resumes from its workdir. Known failures (bad config, missing data, corrupt
-checkpoint, NaN loss) end with one clear message and exit status 1, not a traceback.
+A run always resumes from its workdir. Every mistake a user can make (a config key or
+value, a path, missing or corrupt data, a checkpoint that does not fit, a workdir held by
+another trainer, NaN loss) ends with one message naming the problem and the fix, and exit
+status 2, without a traceback; --verbose (or DGM_VERBOSE=1) adds the traceback. Anything
+else is a bug: its traceback and exit status 1.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging as std_logging
+import os
+import re
 import sys
+import traceback
+import warnings
 
 from absl import app
 from absl import flags
@@ -26,48 +34,176 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metr
 _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'sample'],
                           'train (resumes), eval (test metrics of the latest checkpoint), '
                           'sample (a sample grid from the latest checkpoint).')
+_ALLOW_CHANGE = flags.DEFINE_bool(
+    'allow_config_change', False,
+    'Resume although fields that change what the checkpoints mean (model, data, '
+    'objective, seed) differ from the run\'s config: a deliberate fine-tuning start, '
+    'recorded in config_history.jsonl.')
+_RESET_OPTIMIZER = flags.DEFINE_bool(
+    'reset_optimizer', False,
+    'Resume the parameters, EMA, step and data position of the latest checkpoint, but start '
+    'the optimizer afresh: the way to change its structure (adam <-> adamw, clipping on/off).')
+_VERBOSE = flags.DEFINE_bool('verbose', False,
+                             'Print the traceback of user errors too (also: DGM_VERBOSE=1).')
 flags.mark_flags_as_required(['config', 'workdir'])
 
+USAGE_EXIT = 2
 
-def _known_errors():
-  from experiments.checkpointing import CheckpointError
-  from experiments.datasets import DataError
-  from experiments.models import ConfigError
-  from experiments.train import NaNLossError
-  return (CheckpointError, DataError, ConfigError, NaNLossError, FileNotFoundError, ValueError)
+
+def _verbose() -> bool:
+  if os.environ.get('DGM_VERBOSE', '') not in ('', '0'):
+    return True
+  return any(a in ('--verbose', '-verbose', '--verbose=true', '--verbose=True') for a in sys.argv)
+
+
+def _fail(message: str, exc: BaseException | None = None) -> None:
+  """Prints one message (and, verbose, the traceback) and exits with status 2."""
+  if exc is not None and _verbose():
+    traceback.print_exception(exc)
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(USAGE_EXIT)
+
+
+def _flag_value(argv, name: str) -> str | None:
+  for i, a in enumerate(argv):
+    if a.startswith(f'--{name}='):
+      return a.split('=', 1)[1]
+    if a == f'--{name}' and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def _load_config_file(spec: str):
+  """The ConfigDict `configs/x.py:arg` gives, loaded the way config_flags loads it."""
+  path, _, arg = spec.partition(':')
+  module_spec = importlib.util.spec_from_file_location('_dgm_config', path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg) if arg else module.get_config()
+
+
+def _check_config_file(argv) -> None:
+  spec = _flag_value(argv, 'config')
+  if spec is None:
+    return
+  path = spec.partition(':')[0]
+  if not os.path.isfile(path):
+    import difflib  # pylint: disable=g-import-not-at-top
+    folder = os.path.dirname(path) or '.'
+    names = sorted(f for f in os.listdir(folder) if f.endswith('.py')) if os.path.isdir(
+        folder) else []
+    close = difflib.get_close_matches(os.path.basename(path), names, n=3, cutoff=0.5)
+    hint = (f' Did you mean {" or ".join(os.path.join(folder, c) for c in close)}?' if close
+            else f' The configs are in configs/ ({", ".join(sorted(os.listdir("configs")))[:400]}).'
+            if os.path.isdir('configs') else '')
+    _fail(f'--config={spec}: the config file {path} does not exist.{hint}')
+
+
+def _diagnose_override(argv, exc: BaseException) -> None:
+  """An override naming a key the config does not have: the key and the closest ones."""
+  from experiments import validation  # pylint: disable=g-import-not-at-top
+  spec = _flag_value(argv, 'config')
+  try:
+    config = _load_config_file(spec)
+  except Exception as e:  # pylint: disable=broad-except
+    _fail(f'--config={spec} could not be loaded: {type(e).__name__}: {e}', e)
+  keys = validation.all_keys(config)
+  for a in argv:
+    m = re.match(r'--config\.([\w.]+)(=|$)', a)
+    if m and m.group(1) not in keys:
+      key = m.group(1)
+      _fail(f'--config.{key}: the config {spec} has no key config.{key}.'
+            f'{validation.suggest(key, keys)}', exc)
+  _fail(f'The command line could not be parsed: {type(exc).__name__}: {exc}', exc)
+
+
+def parse_flags(argv):
+  """absl's flag parsing, with each mistake as one message and exit status 2."""
+  _check_config_file(argv)
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    _fail(f'{e}. Pass --helpshort for the flags.', e)
+  except (AttributeError, KeyError) as e:
+    _diagnose_override(argv, e)
+  except Exception as e:  # pylint: disable=broad-except
+    if _flag_value(argv, 'config') is not None and re.search(r'config', str(e), re.I):
+      _fail(f'--config={_flag_value(argv, "config")} could not be loaded: '
+            f'{type(e).__name__}: {e}', e)
+    raise
 
 
 def _quiet_libraries() -> None:
-  """Keeps INFO lines from this project only; libraries (orbax logs every save) show WARNING+."""
+  """Keeps INFO lines from this project only; libraries (orbax logs every save) show WARNING+.
+  asyncio's "Task exception was never retrieved" (orbax's other reads of a checkpoint that
+  failed) is dropped: the one error is reported by this program."""
   def keep(record):
-    return record.levelno >= std_logging.WARNING or 'site-packages' not in record.pathname
+    if 'site-packages' not in record.pathname:
+      return True
+    if 'orbax' in record.pathname and record.levelno >= std_logging.ERROR and not _verbose():
+      return False   # a background write's failure: raised again, and reported, by the run
+    return record.levelno >= std_logging.WARNING
   std_logging.getLogger('absl').addFilter(keep)
+  warnings.filterwarnings('ignore', message='coroutine .* was never awaited')
+  std_logging.getLogger('asyncio').setLevel(std_logging.CRITICAL)
+
+
+# What orbax's and TensorStore's background tasks raise after a read failed and the event
+# loop has gone (one checkpoint read error makes dozens): the error is reported once, here.
+_BACKGROUND_NOISE = ('Event loop is closed', 'cannot schedule new futures',
+                     'Encountered error while reading array')
+
+
+def _drop_background_noise() -> None:
+  default = sys.unraisablehook
+
+  def hook(unraisable):
+    text = str(unraisable.exc_value)
+    if not _verbose() and any(n in text for n in _BACKGROUND_NOISE):
+      return
+    default(unraisable)
+  sys.unraisablehook = hook
+
+
+def _user_error_types():
+  from experiments.errors import UserError  # pylint: disable=g-import-not-at-top
+  return (UserError, ValueError, FileNotFoundError)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   _quiet_libraries()
-  config = _CONFIG.value
-  import jax  # after flag parsing, so --help is fast
-  if config.distributed:
-    jax.distributed.initialize()
-  from experiments import train
-  logging.info('JAX devices: %s (process %d of %d)', jax.devices(), jax.process_index(),
-               jax.process_count())
+  _drop_background_noise()
   try:
+    config = _CONFIG.value
+  except Exception as e:  # pylint: disable=broad-except
+    _fail(f'--config={_flag_value(sys.argv, "config")} could not be loaded: '
+          f'{type(e).__name__}: {e}', e)
+  import jax  # after flag parsing, so --help is fast
+  from experiments import train  # pylint: disable=g-import-not-at-top
+  from experiments import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  try:
+    if config.distributed:
+      jax.distributed.initialize()
+    logging.info('JAX devices: %s (process %d of %d)', jax.devices(), jax.process_index(),
+                 jax.process_count())
+    workdir, allow = _WORKDIR.value, _ALLOW_CHANGE.value
     if _MODE.value == 'train':
-      result = train.train_and_evaluate(config, _WORKDIR.value)
-      print(json.dumps({'workdir': _WORKDIR.value, **result}))
+      result = train.train_and_evaluate(config, workdir, allow_config_change=allow,
+                                        reset_optimizer=_RESET_OPTIMIZER.value)
+      print(json.dumps({'workdir': workdir, **result}))
     elif _MODE.value == 'eval':
-      print(json.dumps(train.evaluate_run(config, _WORKDIR.value)))
+      print(json.dumps(train.evaluate_run(config, workdir, allow_config_change=allow)))
     else:
-      print(f'samples: {train.sample_run(config, _WORKDIR.value)}')
-  except _known_errors() as e:
-    logging.error('%s: %s', type(e).__name__, e)
-    print(f'error: {type(e).__name__}: {e}', file=sys.stderr)
-    sys.exit(1)
+      print(f'samples: {train.sample_run(config, workdir, allow_config_change=allow)}')
+  except _user_error_types() as e:
+    logging.flush()
+    _fail(f'{type(e).__name__}: {e}', e)
+  except OSError as e:
+    logging.flush()
+    _fail(f'OSError: {workdir_lib.describe_os_error(e)}', e)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

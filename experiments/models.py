@@ -6,6 +6,8 @@ import importlib
 
 import flax.linen as nn
 
+from experiments.errors import UserError
+
 # name -> 'module:Class'. Imported lazily so one family's import errors don't break others.
 MODELS = {
     'pixelcnn': 'autoreg.pixelcnn:PixelCNN',
@@ -22,7 +24,7 @@ MODELS = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
   """A config that names something that does not exist."""
 
 

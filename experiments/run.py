@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 import orbax.checkpoint as ocp
 
+from experiments import workdir as workdir_lib
 from experiments.checkpointing import CheckpointError, item_handlers
 from experiments.models import build_model
 from experiments.train import model_variables
@@ -36,6 +37,8 @@ class LoadedRun:
   step: int
   workdir: str
   model_state: Any = dataclasses.field(default_factory=dict)   # non-'params' collections
+  # Every start of training (config_history.jsonl): start_step, time, changes, config.
+  config_history: list = dataclasses.field(default_factory=list)
 
   @property
   def variables(self) -> dict:
@@ -44,20 +47,32 @@ class LoadedRun:
 
 
 def load_run(workdir: str, step: int | None = None) -> LoadedRun:
-  """Loads config.json and the latest (or given) checkpoint's parameters from `workdir`."""
+  """Loads the latest (or given) checkpoint's parameters from `workdir`, with the config
+  that trained up to it: the run's config history says which config wrote each
+  checkpoint (a resume may change the learning rate, the steps, ...)."""
   config_path = os.path.join(workdir, 'config.json')
   if not os.path.exists(config_path):
     raise FileNotFoundError(f'{config_path} not found: {workdir} is not a run directory '
                             '(train one with python -m experiments.main --workdir=...).')
-  with open(config_path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+  history = workdir_lib.read_history(workdir)
+  directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
+  if not os.path.isdir(directory):
+    raise CheckpointError(f'No checkpoint in {directory}.')
+  with ocp.CheckpointManager(directory, item_handlers=item_handlers(),
+                             options=ocp.CheckpointManagerOptions(
+                                 read_only=True, create=False,
+                                 save_interval_steps=0)) as mngr:
+    latest = mngr.latest_step() if step is None else step
+  if latest is None:
+    raise CheckpointError(f'No checkpoint in {directory}.')
+  config = ml_collections.ConfigDict(workdir_lib.config_for_step(history, latest))
   model = build_model(config.model_name, config.model.to_dict())
   directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
+  step = latest
   with ocp.CheckpointManager(directory, item_handlers=item_handlers(),
-                             options=ocp.CheckpointManagerOptions(read_only=True)) as mngr:
-    step = mngr.latest_step() if step is None else step
-    if step is None:
-      raise CheckpointError(f'No checkpoint in {directory}.')
+                             options=ocp.CheckpointManagerOptions(
+                                 read_only=True, create=False,
+                                 save_interval_steps=0)) as mngr:
     try:
       # The target comes from the checkpoint's own metadata (nested dicts: only the
       # parameter trees are needed here), placed on this process's first device, so a run
@@ -74,4 +89,5 @@ def load_run(workdir: str, step: int | None = None) -> LoadedRun:
   to_jnp = lambda t: jax.tree.map(jnp.asarray, t)
   return LoadedRun(config=config, model=model, params=to_jnp(state['ema_params']),
                    raw_params=to_jnp(state['params']), step=step, workdir=workdir,
-                   model_state=to_jnp(dict(state.get('model_state') or {})))
+                   model_state=to_jnp(dict(state.get('model_state') or {})),
+                   config_history=history)

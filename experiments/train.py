@@ -22,6 +22,7 @@ model_state and run exactly as before.
 from __future__ import annotations
 
 import os
+import re
 import time
 from typing import Any
 
@@ -36,13 +37,15 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from autoreg import likelihood
-from experiments import audio, images, input_pipeline, latent_pictures
-from experiments.checkpointing import Checkpointer
+from experiments import audio, images, input_pipeline, latent_pictures, validation
+from experiments import workdir as workdir_lib
+from experiments.checkpointing import CheckpointError, Checkpointer
+from experiments.errors import UserError, WorkdirError
 from experiments.models import build_model
 from experiments.writers import MetricWriter
 
 
-class NaNLossError(FloatingPointError):
+class NaNLossError(UserError, FloatingPointError):
   """The training loss stopped being finite."""
 
 
@@ -347,12 +350,6 @@ def evaluate(eval_step, params, data: input_pipeline.Datasets, mesh: Mesh,
 
 # --------------------------------------------------------------------------- the run
 
-def _save_config(config, workdir: str) -> None:
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-
-
 def _format_time(seconds: float) -> str:
   seconds = int(max(0, seconds))
   return f'{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}'
@@ -367,8 +364,10 @@ def _check_finite(metrics: dict, step: int, ckpt: Checkpointer) -> None:
             'resumes from it.' if last is not None else 'No checkpoint had been written yet.')
     raise NaNLossError(
         f'Training stopped at step {step}: {", ".join(f"{k}={v}" for k, v in bad.items())}. '
-        f'{kept} Try a lower --config.optimizer.learning_rate, gradient clipping '
-        '(--config.optimizer.grad_clip_norm), or check the data for bad values.')
+        f'{kept} Try a lower --config.optimizer.learning_rate (it may change on resume), '
+        'or check the data for bad values. Gradient clipping '
+        '(--config.optimizer.grad_clip_norm) may change its threshold on resume; switching '
+        'it on or off changes the optimizer state and needs --reset_optimizer.')
 
 
 def sampler_method(model, sampler: str) -> str:
@@ -390,12 +389,27 @@ def sampler_method(model, sampler: str) -> str:
 class Run:
   """What every mode needs: data, model, mesh, state (restored if the workdir has one)."""
 
-  def __init__(self, config: ml_collections.ConfigDict, workdir: str, *, restore: bool):
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str, *, restore: bool,
+               read_only: bool = False, reset_optimizer: bool = False,
+               optimizer_changes: str = '', restore_data: bool = True):
+    """restore: resume from the newest checkpoint that restores (newer corrupt ones are
+    moved aside); read_only (eval and sample modes): write nothing to the workdir, and
+    need a checkpoint. reset_optimizer: restore all but the optimizer state, which starts
+    afresh. restore_data=False: the data position starts afresh (another data config)."""
+    validation.validate_config(config)
     self.config, self.workdir = config, workdir
+    self.ckpt = None
+    self.restored_step = None
+    checkpoints = os.path.join(workdir, 'checkpoints')
+    if read_only and not (os.path.isdir(checkpoints) and any(
+        name.isdigit() for name in os.listdir(checkpoints))):
+      raise CheckpointError(f'No checkpoint in {os.path.abspath(checkpoints)}: train first '
+                            '(--mode=train), or check --workdir.')
+    self.model = build_model(config.model_name, config.model.to_dict())
+    validation.check_model_data(config, self.model, input_pipeline.data_info(config.data))
     self.data = input_pipeline.create_datasets(
         config.data, seed=config.seed, process_index=jax.process_index(),
         process_count=jax.process_count(), eval_batch_multiple=jax.local_device_count())
-    self.model = build_model(config.model_name, config.model.to_dict())
     self.mesh = make_mesh()
     n_dev = self.mesh.devices.size
     if config.data.batch_size % n_dev:
@@ -405,18 +419,39 @@ class Run:
     example = next(iter(self.data.eval_batches()))
     example.pop('example_mask')
     self.state = init_train_state(self.model, self.tx, example, config.seed, self.mesh)
-    self.ckpt = Checkpointer(workdir, keep=config.train.keep_checkpoints)
-    self.restored_step = None
     self._samplers: dict = {}
     self._stats_step = None
     self._eval_state, self._eval_state_step = None, None
-    if restore and self.ckpt.latest_step() is not None:
-      self.state, data_state = self.ckpt.restore(self.state)
-      self.state = jax.device_put(self.state, replicated(self.mesh))
-      if data_state.get('iterator'):
-        self.data.train_iter.set_state(data_state['iterator'])
-      self.restored_step = int(self.state.step)
+    self.ckpt = Checkpointer(workdir, keep=config.train.keep_checkpoints, read_only=read_only)
+    try:
+      if restore and self.ckpt.latest_step() is not None:
+        self._restore(reset_optimizer, optimizer_changes, restore_data)
+    except BaseException:
+      self.close()   # so orbax's threads stop before the error is reported
+      raise
     self.eval_step = make_eval_step(self.model, self.mesh, config.seed)
+
+  def _restore(self, reset_optimizer: bool, optimizer_changes: str, restore_data: bool):
+    self.state, data_state, step, notes = self.ckpt.restore_latest(
+        self.state, reset_optimizer=reset_optimizer, optimizer_changes=optimizer_changes)
+    for note in notes:
+      logging.warning('%s', note)
+    if reset_optimizer:
+      logging.warning('The optimizer starts afresh from the parameters of checkpoint %d '
+                      '(--reset_optimizer).', step)
+    self.state = jax.device_put(self.state, replicated(self.mesh))
+    if data_state.get('iterator') and restore_data:
+      self.data.train_iter.set_state(data_state['iterator'])
+    elif not restore_data:
+      logging.warning('The data config changed: the training data starts from the '
+                      'beginning of its order, not from the checkpoint\'s position.')
+    self.restored_step = int(self.state.step)
+
+  def close(self) -> None:
+    """Waits for checkpoint writes and closes the manager (also after an error)."""
+    if self.ckpt is not None:
+      self.ckpt.close()
+      self.ckpt = None
 
   @property
   def eval_params(self):
@@ -606,14 +641,100 @@ class Run:
     return path
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains (resuming from `workdir` if it holds a checkpoint), evaluates and samples."""
-  os.makedirs(workdir, exist_ok=True)
-  run = Run(config, workdir, restore=True)
-  _save_config(config, workdir)
+def _due(step: int, every: int, num_steps: int) -> bool:
+  """Whether a `*_every` action runs at `step`: every `every` steps (0: never) and at the end."""
+  return (every > 0 and step % every == 0) or step == num_steps
+
+
+def _os_error(e: BaseException) -> OSError | None:
+  """The OSError behind `e`, if any: one in its chain, or the one TensorStore names in the
+  ValueError orbax raises for a failed background write (os_error_code='28': ENOSPC)."""
+  chain, seen = [], e
+  while seen is not None and len(chain) < 20:
+    chain.append(seen)
+    seen = seen.__cause__ or seen.__context__
+  for x in chain:
+    if isinstance(x, OSError) and x.errno is not None:
+      return x
+  text = ' '.join(str(x) for x in chain)
+  m = re.search(r"os_error_code='(\d+)'", text)
+  if not m:
+    return None
+  path = re.search(r'local file "([^"]+)"', text)
+  code = int(m.group(1))
+  return OSError(code, os.strerror(code), path.group(1) if path else None)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       allow_config_change: bool = False,
+                       reset_optimizer: bool = False) -> dict:
+  """Trains (resuming from `workdir` if it holds a checkpoint), evaluates and samples.
+
+  Before anything is written the config is validated, the workdir checked and locked
+  (one trainer per workdir), and a resume's config compared with the run's own
+  (experiments/workdir.py): fields that change what the checkpoints mean refuse to
+  change unless allow_config_change. reset_optimizer restores everything but the
+  optimizer state, which starts afresh (the way to change the optimizer's structure).
+  """
+  validation.validate_config(config)
+  lead = jax.process_index() == 0
+  created = workdir_lib.prepare(workdir)
+  lock = workdir_lib.RunLock(workdir)
+  if lead:
+    lock.acquire()
+  run, writer, finished = None, None, False
+  try:
+    changes, frozen = workdir_lib.check_resume(workdir, config,
+                                               allow_change=allow_config_change)
+    optimizer_changes = workdir_lib.format_changes(
+        {k: v for k, v in changes.items() if k.startswith('optimizer.')})
+    data_changed = any(k.startswith('data.') or k == 'seed' for k in frozen)
+    run = Run(config, workdir, restore=True, reset_optimizer=reset_optimizer,
+              optimizer_changes=optimizer_changes, restore_data=not data_changed)
+    step = int(run.state.step)
+    if lead:
+      workdir_lib.record_start(workdir, config, step, changes)
+      dropped = workdir_lib.truncate_metrics(workdir, step)
+      if dropped:
+        logging.info('metrics.jsonl: dropped %d rows past step %d (redone by this run).',
+                     dropped, step)
+    if changes and run.restored_step is not None:
+      logging.warning('Resuming at step %d with a changed config (recorded in %s):\n%s', step,
+                      workdir_lib.HISTORY_NAME, workdir_lib.format_changes(changes))
+    # TensorBoard drops the events of the steps this run redoes.
+    writer = MetricWriter(workdir, enabled=lead,
+                          purge_step=step + 1 if run.restored_step is not None else None)
+    result = _train_loop(run, writer, config)
+    finished = True
+    return result
+  except Exception as e:
+    os_error = _os_error(e)
+    if os_error is None or isinstance(e, UserError):
+      raise
+    kept = ''
+    try:
+      last = run.ckpt.latest_step() if run is not None and run.ckpt is not None else None
+      kept = (f' The last complete checkpoint is step {last}.' if last is not None else '')
+    except Exception:  # pylint: disable=broad-except
+      pass
+    raise WorkdirError(workdir_lib.describe_os_error(
+        os_error, f' (--workdir={workdir})') + kept) from e
+  finally:
+    try:
+      if run is not None:
+        run.close()
+    except Exception as e:  # pylint: disable=broad-except
+      logging.error('Closing the checkpoint manager: %s: %s', type(e).__name__, e)
+    if writer is not None:
+      writer.close()
+    lock.release()
+    if created and not finished:
+      workdir_lib.remove_if_empty(workdir)
+
+
+def _train_loop(run: 'Run', writer: MetricWriter, config) -> dict:
   tc = config.train
   num_steps = tc.num_steps
-  writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
   train_step = make_train_step(run.model, run.tx, run.schedule, ema_decay=tc.ema_decay,
                                num_dims=run.data.num_dims, mesh=run.mesh)
   n_params = sum(x.size for x in jax.tree.leaves(run.state.params))
@@ -637,7 +758,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       acc[k] = acc.get(k, 0.0) + v
     acc_n += 1
 
-    if step % tc.log_every == 0 or step == num_steps:
+    if _due(step, tc.log_every, num_steps):
       now = time.time()
       steps_per_s = (step - step_log) / max(now - t_log, 1e-9)
       means = {k: v / acc_n for k, v in acc.items()}
@@ -649,13 +770,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                    _format_time((num_steps - step) / max(steps_per_s, 1e-9)))
       acc, acc_n, t_log, step_log = {}, 0, now, step
 
-    if step % tc.checkpoint_every == 0 or step == num_steps:
+    if _due(step, tc.checkpoint_every, num_steps):
       # A device-side copy: the next step donates (overwrites) the state buffers while
       # orbax may still be writing them in the background.
       snapshot = jax.tree.map(jnp.copy, run.state)
       run.ckpt.save(step, snapshot, {'iterator': run.data.train_iter.get_state()})
 
-    if (tc.eval_every and step % tc.eval_every == 0) or step == num_steps:
+    if _due(step, tc.eval_every, num_steps):
       result = run.evaluate()
       writer.write_scalars(step, result, prefix='eval/')
       logging.info('eval at step %d on %s (%d examples): %s', step, run.data.eval_split,
@@ -672,8 +793,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   if not result:  # the run was already complete: report on the final state
     result = run.evaluate()
-  run.ckpt.close()
-  writer.close()
+  run.ckpt.wait()
   return {'step': step, **result}
 
 
@@ -681,26 +801,34 @@ def _format_metrics(m: dict) -> str:
   return ', '.join(f'{k} {v:.4f}' if isinstance(v, float) else f'{k} {v}' for k, v in m.items())
 
 
-def evaluate_run(config, workdir: str) -> dict:
-  run = Run(config, workdir, restore=True)
-  if run.restored_step is None:
-    raise FileNotFoundError(f'No checkpoint in {run.ckpt.directory}: train first '
-                            '(--mode=train).')
-  result = {'step': run.restored_step, **run.evaluate()}
-  run.ckpt.close()
-  return result
+def _read_only_run(config, workdir: str, allow_config_change: bool) -> 'Run':
+  """The Run of eval and sample modes: nothing is written, and the config must agree with
+  the run's own in what its checkpoints mean."""
+  validation.validate_config(config)
+  if not os.path.isdir(workdir):
+    raise WorkdirError(f'--workdir={workdir} does not exist (or is not a directory): train '
+                       'first (--mode=train), or check the path.')
+  _, frozen = workdir_lib.check_resume(workdir, config, allow_change=allow_config_change)
+  return Run(config, workdir, restore=True, read_only=True,
+             restore_data=not any(k.startswith('data.') for k in frozen))
 
 
-def sample_run(config, workdir: str) -> str | None:
-  run = Run(config, workdir, restore=True)
-  if run.restored_step is None:
-    raise FileNotFoundError(f'No checkpoint in {run.ckpt.directory}: train first '
-                            '(--mode=train).')
-  if config.sample.completion_rows:
-    path = run.write_completions(run.restored_step)
-  else:
+def evaluate_run(config, workdir: str, *, allow_config_change: bool = False) -> dict:
+  run = _read_only_run(config, workdir, allow_config_change)
+  try:
+    return {'step': run.restored_step, **run.evaluate()}
+  finally:
+    run.close()
+
+
+def sample_run(config, workdir: str, *, allow_config_change: bool = False) -> str | None:
+  run = _read_only_run(config, workdir, allow_config_change)
+  try:
+    if config.sample.completion_rows:
+      return run.write_completions(run.restored_step)
     path = run.write_samples(run.restored_step)
     for p in run.write_latent_pictures(run.restored_step):
       logging.info('latent picture: %s', p)
-  run.ckpt.close()
-  return path
+    return path
+  finally:
+    run.close()

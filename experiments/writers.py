@@ -14,13 +14,15 @@ class MetricWriter:
   Only process 0 writes; other processes get a writer that does nothing.
   """
 
-  def __init__(self, workdir: str, enabled: bool = True):
+  def __init__(self, workdir: str, enabled: bool = True, purge_step: int | None = None):
+    """purge_step (a resumed run's first step): TensorBoard discards the events this
+    workdir already holds from that step on, so a redone step shows once."""
     self.enabled = enabled
     self.jsonl_path = os.path.join(workdir, 'metrics.jsonl')
     self._tb = None
     if enabled:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+      self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'), purge_step=purge_step)
 
   def write_scalars(self, step: int, scalars: dict[str, float], prefix: str = '') -> None:
     if not self.enabled:

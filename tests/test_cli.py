@@ -110,7 +110,7 @@ def test_missing_data_directory_is_a_clear_error(tmp_path):
   t = time.time()
   r = _cli('--config=configs/pixelcnn_mnist.py:tiny', f'--workdir={tmp_path / "run"}',
            '--config.data.source=local', env=_env(DGM_DATA_DIR=str(tmp_path / 'no_data')))
-  assert r.returncode == 1
+  assert r.returncode == 2
   assert 'no_data' in r.stderr and 'DGM_DATA_DIR' in r.stderr
   assert 'Traceback' not in r.stderr
   assert time.time() - t < 60

@@ -8,6 +8,7 @@ import pytest
 from configs import pixelcnn_digits
 from experiments import input_pipeline, train
 from experiments.checkpointing import CheckpointError, Checkpointer
+from experiments.errors import WorkdirError
 from experiments.models import ConfigError, build_model
 
 
@@ -17,29 +18,32 @@ def _tiny(**train_overrides):
   return c
 
 
-def test_one_step_on_8_devices_matches_1_device():
+def test_ten_steps_on_8_devices_match_1_device_to_float_rounding():
+  """Data parallelism changes only the order of the gradient sum, so 8 devices match 1 to
+  float rounding, not bit for bit: measured max |difference| 3.0e-8 in the parameters (of
+  magnitude <= 0.78) after 10 steps; asserted <= 1e-6."""
   assert len(jax.devices()) >= 8, 'conftest sets 8 simulated CPU devices'
   c = _tiny()
   model = build_model(c.model_name, c.model.to_dict())
   tx, schedule = train.create_optimizer(c.optimizer, c.train.num_steps)
   data = input_pipeline.create_datasets(c.data, seed=0)
-  batch = next(data.train_iter)
+  batches = [next(data.train_iter) for _ in range(10)]
   results = []
   for devices in (jax.devices()[:1], jax.devices()[:8]):
     mesh = train.make_mesh(devices)
-    state = train.init_train_state(model, tx, batch, 0, mesh)
+    state = train.init_train_state(model, tx, batches[0], 0, mesh)
     step = train.make_train_step(model, tx, schedule, ema_decay=0.99, num_dims=64, mesh=mesh)
-    gbatch = train.to_global_batch(batch, mesh)
-    assert len(gbatch['image'].sharding.device_set) == len(devices)
-    for _ in range(2):
+    for batch in batches:
+      gbatch = train.to_global_batch(batch, mesh)
+      assert len(gbatch['image'].sharding.device_set) == len(devices)
       state, metrics = step(state, gbatch)
     results.append((jax.device_get(state), jax.device_get(metrics)))
   (s1, m1), (s8, m8) = results
   np.testing.assert_allclose(m1['loss'], m8['loss'], rtol=1e-5)
-  for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s8.params)):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-  for a, b in zip(jax.tree.leaves(s1.ema_params), jax.tree.leaves(s8.ema_params)):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  for tree in ('params', 'ema_params'):
+    diff = max(float(np.max(np.abs(a - b))) for a, b in zip(
+        jax.tree.leaves(getattr(s1, tree)), jax.tree.leaves(getattr(s8, tree))))
+    assert diff <= 1e-6, (tree, diff)
 
 
 def test_warmup_then_cosine_schedule():
@@ -55,7 +59,7 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
   c = _tiny(num_steps=10, checkpoint_every=5)
   train.train_and_evaluate(c, workdir)
   c.train.num_steps = 20
-  c.optimizer.learning_rate = float('nan')
+  c.optimizer.learning_rate = 1e38   # the update overflows at once
   with pytest.raises(train.NaNLossError) as e:
     train.train_and_evaluate(c, workdir)
   msg = str(e.value)
@@ -72,8 +76,12 @@ def test_resuming_with_another_model_shape_is_a_clear_error(tmp_path):
   train.train_and_evaluate(_tiny(num_steps=5), workdir)
   c = _tiny(num_steps=10)
   c.model.features = 24
-  with pytest.raises(CheckpointError) as e:
+  with pytest.raises(WorkdirError) as e:   # the saved config says so before any restore
     train.train_and_evaluate(c, workdir)
+  assert 'config.model.features: 16 -> 24' in str(e.value)
+  assert '--allow_config_change' in str(e.value)
+  with pytest.raises(CheckpointError) as e:  # a deliberate change still needs the shapes
+    train.train_and_evaluate(c, workdir, allow_config_change=True)
   assert 'does not match' in str(e.value) and '(5, 5, 1, 16)' in str(e.value)
   assert 'config.json' in str(e.value)
 
@@ -89,7 +97,9 @@ def test_corrupt_checkpoint_is_a_clear_error_and_nothing_is_deleted(tmp_path):
         f.write(b'\x00garbage' * 3)
   with pytest.raises(CheckpointError) as e:
     train.train_and_evaluate(_tiny(num_steps=10), workdir)
-  assert step_dir in str(e.value) and 'Delete' in str(e.value)
+  assert step_dir in str(e.value) and 'cannot be read' in str(e.value)
+  assert 'No checkpoint in this workdir can be restored' in str(e.value)
+  assert 'Delete' not in str(e.value) and 'Nothing was moved' in str(e.value)
   assert sum(len(f) for _, _, f in os.walk(workdir)) == n_files
 
 
