@@ -68,7 +68,11 @@ def _final_params(workdir):
   return jax.tree.leaves(run.raw_params) + jax.tree.leaves(run.params)
 
 
-def test_sigkill_and_resume_is_bit_identical(tmp_path):
+def test_three_sigkills_and_resumes_are_bit_identical(tmp_path):
+  """Killed three times (at whatever step training, or a checkpoint write, has reached
+  once checkpoints 14, 35 and 56 exist), resumed each time over the stale lock: the end
+  parameters equal an uninterrupted run's bit for bit, and metrics.jsonl holds each
+  logged step once."""
   steps = ['--config.train.num_steps=80', '--config.train.checkpoint_every=7',
            '--config.train.log_every=10', '--config.train.sample_at_end=False']
   ref = str(tmp_path / 'uninterrupted')
@@ -76,28 +80,33 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path):
   assert r.returncode == 0, r.stderr[-3000:]
 
   killed = str(tmp_path / 'killed')
-  proc = subprocess.Popen([sys.executable, '-m', 'experiments.main', TINY,
-                           f'--workdir={killed}', *steps], cwd=REPO, env=_env(),
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   ckpt_dir = os.path.join(killed, 'checkpoints')
-  deadline = time.time() + 180
-  # kill once a few checkpoints exist, at whatever step training has reached
-  while time.time() < deadline and proc.poll() is None:
-    done = [d for d in os.listdir(ckpt_dir) if d.isdigit()] if os.path.isdir(ckpt_dir) else []
-    if done and max(map(int, done)) >= 14:
-      break
-    time.sleep(0.05)
-  assert proc.poll() is None, 'the run finished before it could be killed'
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
-  killed_at = max(int(d) for d in os.listdir(ckpt_dir) if d.isdigit())
-  assert killed_at < 80
+  kills = []
+  for reached in (14, 35, 56):
+    proc = subprocess.Popen([sys.executable, '-m', 'experiments.main', TINY,
+                             f'--workdir={killed}', *steps], cwd=REPO, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:
+      done = [d for d in os.listdir(ckpt_dir) if d.isdigit()] if os.path.isdir(ckpt_dir) else []
+      if done and max(map(int, done)) >= reached:
+        break
+      time.sleep(0.05)
+    assert proc.poll() is None, 'the run finished before it could be killed'
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    kills.append(max(int(d) for d in os.listdir(ckpt_dir) if d.isdigit()))
+  assert len(kills) == 3 and kills[-1] < 80
+  assert os.path.exists(os.path.join(killed, 'run.lock'))   # left behind by the kill
 
   r = _cli(TINY, f'--workdir={killed}', *steps)
   assert r.returncode == 0, r.stderr[-3000:]
   assert 'Resumed from' in r.stderr
   for a, b in zip(_final_params(ref), _final_params(killed), strict=True):
     np.testing.assert_array_equal(a, b)
+  with open(os.path.join(killed, 'metrics.jsonl')) as f:
+    logged = [json.loads(line)['step'] for line in f if 'train/loss' in line]
+  assert logged == list(range(10, 81, 10))
 
 
 def test_unknown_config_key_is_a_clear_error(tmp_path):

@@ -93,5 +93,13 @@ def test_script_on_a_tiny_digit_conditioned_run(tmp_path, data_dir, capsys):
   config['model']['num_classes'] = 0
   with open(os.path.join(plain, 'config.json'), 'w') as f:
     json.dump(config, f)
+  # load_run reads the config of each checkpoint from the history: the same edit there.
+  history = os.path.join(plain, 'config_history.jsonl')
+  with open(history) as f:
+    entries = [json.loads(line) for line in f]
+  for e in entries:
+    e['config']['model']['num_classes'] = 0
+  with open(history, 'w') as f:
+    f.writelines(json.dumps(e) + '\n' for e in entries)
   with pytest.raises(SystemExit, match='num_classes=0'):
     wc.main([f'--workdir={plain}'])
