@@ -209,11 +209,13 @@ class Checkpointer:
       state = state.replace(opt_state=target_state.opt_state)
     return state, dict(restored['data'] or {})
 
-  def restore_latest(self, target_state, **kwargs) -> tuple[Any, dict, int, list[str]]:
+  def restore_latest(self, target_state, move_aside: bool = True,
+                     **kwargs) -> tuple[Any, dict, int, list[str]]:
     """Restores the newest checkpoint that restores. Newer corrupt ones are moved aside to
-    `<workdir>/corrupt_checkpoints/<step>` (never deleted). Returns (state, data_state,
-    step, notes on what was moved). With none usable, nothing is moved and the
-    CheckpointError lists each one's problem."""
+    `<workdir>/corrupt_checkpoints/<step>` (never deleted; left in place when not
+    move_aside: evaluation writes nothing). Returns (state, data_state, step, notes on the
+    corrupt ones). With none usable, nothing is moved and the CheckpointError lists each
+    one's problem."""
     problems = []
     for step in reversed(self.all_steps()):
       try:
@@ -221,7 +223,8 @@ class Checkpointer:
       except CorruptCheckpointError as e:
         problems.append((step, str(e)))
         continue
-      notes = [self._move_aside(s, why) for s, why in problems]
+      notes = [self._move_aside(s, why) if move_aside else
+               f'{why}. Skipped (left in place); restored step {step}.' for s, why in problems]
       return state, data, step, notes
     if not problems:
       raise CheckpointError(f'No checkpoint in {self.directory}.')

@@ -397,7 +397,7 @@ class Run:
     need a checkpoint. reset_optimizer: restore all but the optimizer state, which starts
     afresh. restore_data=False: the data position starts afresh (another data config)."""
     validation.validate_config(config)
-    self.config, self.workdir = config, workdir
+    self.config, self.workdir, self.read_only = config, workdir, read_only
     self.ckpt = None
     self.restored_step = None
     checkpoints = os.path.join(workdir, 'checkpoints')
@@ -433,7 +433,8 @@ class Run:
 
   def _restore(self, reset_optimizer: bool, optimizer_changes: str, restore_data: bool):
     self.state, data_state, step, notes = self.ckpt.restore_latest(
-        self.state, reset_optimizer=reset_optimizer, optimizer_changes=optimizer_changes)
+        self.state, move_aside=not self.read_only, reset_optimizer=reset_optimizer,
+        optimizer_changes=optimizer_changes)
     for note in notes:
       logging.warning('%s', note)
     if reset_optimizer:

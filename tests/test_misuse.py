@@ -284,6 +284,16 @@ def test_corrupt_latest_checkpoint_is_set_aside_and_the_one_before_resumes(run_c
   assert sorted(os.listdir(os.path.join(run_copy, 'checkpoints'))) == ['10', '12', '5']
 
 
+def test_eval_skips_a_corrupt_latest_checkpoint_and_writes_nothing(run_copy):
+  _corrupt_tensors(os.path.join(run_copy, 'checkpoints', '10'))
+  before = _snapshot(run_copy)
+  r = _cli(TINY, f'--workdir={run_copy}', '--mode=eval')
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert json.loads(r.stdout.strip().splitlines()[-1])['step'] == 5
+  assert 'checkpoints/10' in r.stderr and 'left in place' in r.stderr
+  assert _snapshot(run_copy) == before
+
+
 @pytest.mark.parametrize('mode', ['eval', 'sample'])
 def test_eval_and_sample_on_an_empty_workdir_say_train_first(tmp_path, mode):
   workdir = tmp_path / 'run'
