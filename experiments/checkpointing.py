@@ -17,6 +17,7 @@ import shutil
 from typing import Any
 
 import jax
+import optax
 import orbax.checkpoint as ocp
 
 from experiments.errors import UserError
@@ -49,6 +50,43 @@ def _leaf_paths(tree) -> dict[str, tuple]:
   flat, _ = jax.tree_util.tree_flatten_with_path(tree)
   return {'/'.join(_key_name(k) for k in path): tuple(getattr(leaf, 'shape', ()))
           for path, leaf in flat}
+
+
+_CORRUPT_SIGNS = ('Encountered error while reading', 'Error reading', 'DATA_LOSS', 'OUT_OF_RANGE',
+                  'decode', 'Decode', 'corrupt', 'Corrupt', 'Expecting value', 'Unterminated',
+                  'magic', 'checksum', 'No such file', 'not found', 'NOT_FOUND',
+                  'INVALID_ARGUMENT', 'truncated', 'Unexpected end')
+
+
+def _looks_corrupt(e: BaseException) -> bool:
+  """Whether a restore failure is the checkpoint's files (unreadable, truncated, garbage)
+  rather than the machine (out of memory, a network file system timing out)."""
+  text, seen = '', e
+  while seen is not None and len(text) < 200_000:
+    text += f' {type(seen).__name__}: {seen}'
+    seen = seen.__cause__ or seen.__context__
+  if any(sign in text for sign in ('RESOURCE_EXHAUSTED', 'Out of memory', 'DEADLINE_EXCEEDED',
+                                   'Too many open files', 'UNAVAILABLE')):
+    return False
+  return any(sign in text for sign in _CORRUPT_SIGNS) or isinstance(
+      e, (ValueError, KeyError, FileNotFoundError))
+
+
+def continue_schedule(opt_state, step):
+  """A fresh optimizer state whose learning-rate schedule counts from `step` (optax's
+  ScaleByScheduleState), so a reset optimizer keeps the run's schedule; Adam's own count
+  stays 0, as its moments are zero."""
+  def fix(node):
+    if isinstance(node, optax.ScaleByScheduleState):
+      return node._replace(count=jax.numpy.full((), int(step), node.count.dtype))
+    if isinstance(node, tuple) and not hasattr(node, '_fields'):
+      return tuple(fix(n) for n in node)
+    if isinstance(node, list):
+      return [fix(n) for n in node]
+    if hasattr(node, '_fields'):
+      return type(node)(*(fix(n) for n in node))
+    return node
+  return fix(opt_state)
 
 
 def _corrupt_detail(e: BaseException) -> str:
@@ -124,6 +162,7 @@ class Checkpointer:
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_handlers=item_handlers())
     self._closed = False
+    self.optimizer_was_reset = False
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -170,12 +209,20 @@ class Checkpointer:
         raise ValueError('no state metadata')
       saved_opt = _leaf_paths(saved['opt_state'])
     except Exception as e:  # orbax raises many types for unreadable metadata
+      if not _looks_corrupt(e):
+        raise CheckpointError(f'Checkpoint {step_dir} could not be read now ({type(e).__name__}: '
+                              f'{str(e)[:300]}); it is left as it is. Rerun when the '
+                              'problem is fixed.') from e
       raise CorruptCheckpointError(
           f'Checkpoint {step_dir}: its metadata cannot be read ({type(e).__name__}: '
           f'{str(e)[:300]})') from e
     self._check_shapes(saved, target_state, step_dir)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target_state)
     opt_differs = saved_opt != _leaf_paths(target_state.opt_state)
+    # --reset_optimizer acts only where the structure changed: left in a launch script, it
+    # does not zero the moments again at every later resume.
+    reset_optimizer = reset_optimizer and opt_differs
+    self.optimizer_was_reset = reset_optimizer
     if opt_differs and not reset_optimizer:
       changed = (f' The config changes:\n{optimizer_changes}' if optimizer_changes else
                  ' (adam <-> adamw, or gradient clipping switched on or off)')
@@ -184,7 +231,8 @@ class Checkpointer:
           f'than the optimizer this config builds.{changed}\nEither resume with the '
           "run's original optimizer settings (see config.json in the workdir), or pass "
           '--reset_optimizer to restore the parameters, EMA, step and data position and '
-          'start the optimizer afresh (Adam moments zero, warmup again).')
+          'start the optimizer afresh (Adam moments zero; the learning-rate schedule '
+          'continues at the checkpoint\'s step).')
     if reset_optimizer:
       sharding = jax.tree.leaves(abstract.params)[0].sharding
       abstract = abstract.replace(opt_state=jax.tree.map(
@@ -201,12 +249,16 @@ class Checkpointer:
       restored = self._manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
     except Exception as e:
+      if not _looks_corrupt(e):
+        raise CheckpointError(f'Checkpoint {step_dir} could not be restored now '
+                              f'({_corrupt_detail(e)}); it is left as it is. Rerun when the '
+                              'problem is fixed.') from e
       raise CorruptCheckpointError(f'Checkpoint {step_dir}: {_corrupt_detail(e)}') from e
     state = restored['state']
     if legacy:
       state = target_state.replace(**state)
     if reset_optimizer:
-      state = state.replace(opt_state=target_state.opt_state)
+      state = state.replace(opt_state=continue_schedule(target_state.opt_state, state.step))
     return state, dict(restored['data'] or {})
 
   def restore_latest(self, target_state, move_aside: bool = True,
@@ -225,6 +277,10 @@ class Checkpointer:
         continue
       notes = [self._move_aside(s, why) if move_aside else
                f'{why}. Skipped (left in place); restored step {step}.' for s, why in problems]
+      if move_aside and problems and jax.process_count() > 1:
+        from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+        multihost_utils.sync_global_devices('corrupt checkpoints moved aside')
+        self._manager.reload()
       return state, data, step, notes
     if not problems:
       raise CheckpointError(f'No checkpoint in {self.directory}.')
@@ -235,6 +291,8 @@ class Checkpointer:
 
   def _move_aside(self, step: int, why: str) -> str:
     aside = os.path.join(os.path.dirname(self.directory), 'corrupt_checkpoints')
+    if jax.process_index() != 0:   # one process moves; restore_latest waits for it
+      return f'{why}. Process 0 moves it aside to {aside}/.'
     os.makedirs(aside, exist_ok=True)
     dest = os.path.join(aside, str(step))
     n = 1

@@ -89,17 +89,25 @@ class _ArraySource:
     return f'_ArraySource({self._len} examples, keys={sorted(self._arrays)})'
 
 
-def _binarize_fixed(images: np.ndarray, seed: int) -> np.ndarray:
-  """A fixed Bernoulli draw of every pixel's intensity (the evaluation binarization)."""
+def _binarize_fixed(images: np.ndarray, seed: int, max_level: int = 255) -> np.ndarray:
+  """A fixed Bernoulli draw of every pixel's intensity, image / max_level (the evaluation
+  binarization)."""
   rng = np.random.default_rng(seed)
-  return (rng.random(images.shape, dtype=np.float32) < images / np.float32(255)).astype(np.uint8)
+  return (rng.random(images.shape, dtype=np.float32)
+          < images / np.float32(max_level)).astype(np.uint8)
 
 
-def _binarize_dynamic(example, rng: np.random.Generator):
-  img = example['image']
-  example = dict(example)
-  example['image'] = (rng.random(img.shape, dtype=np.float32) < img / np.float32(255)).astype(np.uint8)
-  return example
+def _binarize_dynamic_with(max_level: int):
+  def binarize(example, rng: np.random.Generator):
+    img = example['image']
+    example = dict(example)
+    example['image'] = (rng.random(img.shape, dtype=np.float32)
+                        < img / np.float32(max_level)).astype(np.uint8)
+    return example
+  return binarize
+
+
+_binarize_dynamic = _binarize_dynamic_with(255)
 
 
 def _text_windows(ids: np.ndarray, seq_len: int) -> dict[str, np.ndarray]:
@@ -163,11 +171,13 @@ def _prepare_split(cfg, info: DatasetInfo, spec: str, train: bool) -> tuple[dict
   if info.kind == 'image':
     arrays = {k: v for k, v in arrays.items() if k in ('image', 'label')}
     if info.num_levels == 2 and arrays['image'].max() > 1:
+      # The grey levels of the data set itself (255 for MNIST, 16 for digits).
+      max_level = datasets.get_info(cfg.name).num_levels - 1
       if train:
-        transform = _binarize_dynamic
+        transform = _binarize_dynamic_with(max_level)
       else:
         seed = cfg.get('eval_binarization_seed', DEFAULT_EVAL_BINARIZATION_SEED)
-        arrays = dict(arrays, image=_binarize_fixed(arrays['image'], seed))
+        arrays = dict(arrays, image=_binarize_fixed(arrays['image'], seed, max_level))
   elif info.kind == 'text':
     if len(arrays['text']) < 2 * cfg.seq_len + 2:
       raise DataError(f'The {split!r} split of {cfg.name!r} has {total:,} characters, too few '

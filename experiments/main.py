@@ -123,7 +123,13 @@ def parse_flags(argv):
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
-    _fail(f'{e}. Pass --helpshort for the flags.', e)
+    text = str(e)
+    if 'Traceback (most recent call last)' in text:
+      # config_flags puts the config file's traceback into its message: its last line is
+      # the config's own error (an unknown preset, a bad argument, a syntax error).
+      last = [line for line in text.splitlines() if line.strip()][-1].strip()
+      _fail(f'--config={_flag_value(argv, "config")} could not be loaded: {last}', e)
+    _fail(f'{text}. Pass --helpshort for the flags.', e)
   except (AttributeError, KeyError) as e:
     _diagnose_override(argv, e)
   except Exception as e:  # pylint: disable=broad-except

@@ -398,6 +398,16 @@ class Run:
     afresh. restore_data=False: the data position starts afresh (another data config)."""
     validation.validate_config(config)
     self.config, self.workdir, self.read_only = config, workdir, read_only
+    # Sample mode writes into a folder of its own, so no picture training wrote (or an
+    # earlier sample run wrote) is replaced.
+    self.samples_dir = os.path.join(workdir, 'samples')
+    if read_only:
+      self.samples_dir = os.path.join(
+          workdir, 'samples', 'sample_mode_' + time.strftime('%Y%m%d-%H%M%S'))
+      n = 1
+      while os.path.exists(self.samples_dir + ('' if n == 1 else f'_{n}')):
+        n += 1
+      self.samples_dir += '' if n == 1 else f'_{n}'
     self.ckpt = None
     self.restored_step = None
     checkpoints = os.path.join(workdir, 'checkpoints')
@@ -437,9 +447,12 @@ class Run:
         optimizer_changes=optimizer_changes)
     for note in notes:
       logging.warning('%s', note)
-    if reset_optimizer:
+    if self.ckpt.optimizer_was_reset:
       logging.warning('The optimizer starts afresh from the parameters of checkpoint %d '
                       '(--reset_optimizer).', step)
+    elif reset_optimizer:
+      logging.warning("--reset_optimizer: checkpoint %d's optimizer state fits the config's "
+                      'optimizer, so it is restored, not reset.', step)
     self.state = jax.device_put(self.state, replicated(self.mesh))
     if data_state.get('iterator') and restore_data:
       self.data.train_iter.set_state(data_state['iterator'])
@@ -522,7 +535,7 @@ class Run:
       kwargs['label'] = jnp.repeat(jnp.arange(num_classes), per_class)
       n, ncols = num_classes * per_class, per_class
     samples = self._sample(rng, (n, *self.data.example_shape), **kwargs)
-    path = os.path.join(self.workdir, 'samples', f'step_{step}.png')
+    path = os.path.join(self.samples_dir, f'step_{step}.png')
     if jax.process_index() == 0:
       grid = images.save_grid(path, samples, self.data.info.num_levels, ncols=ncols)
       if writer is not None:
@@ -548,7 +561,7 @@ class Run:
     rng = jax.random.fold_in(jax.random.key(self.config.seed), step + 1)
     codes = self._sample(rng, (len(labels), length), **kwargs)
     waves = np.asarray(self.model.decode_audio(jnp.asarray(codes)))
-    directory = os.path.join(self.workdir, 'samples', f'step_{step}')
+    directory = os.path.join(self.samples_dir, f'step_{step}')
     if jax.process_index() == 0:
       os.makedirs(directory, exist_ok=True)
       for i, (d, w) in enumerate(zip(np.asarray(labels), waves)):
@@ -571,7 +584,7 @@ class Run:
         variables, rng, prompt, sc.length, temperature=sc.temperature, method='sample'))
     ids = np.asarray(jax.device_get(fn(self.eval_variables, rng, prompt)))
     texts = [''.join(info.vocab[i] for i in row) for row in ids]
-    path = os.path.join(self.workdir, 'samples', f'step_{step}.txt')
+    path = os.path.join(self.samples_dir, f'step_{step}.txt')
     if jax.process_index() == 0:
       os.makedirs(os.path.dirname(path), exist_ok=True)
       with open(path, 'w') as f:
@@ -606,7 +619,7 @@ class Run:
     x, y = self._test_examples(latent_pictures.MAX_SCATTER_POINTS)
     rng = jax.random.fold_in(jax.random.key(self.config.seed), step + 3)
     return latent_pictures.write_latent_pictures(
-        self.model, self.eval_variables, x, y, rng, os.path.join(self.workdir, 'samples'), step,
+        self.model, self.eval_variables, x, y, rng, self.samples_dir, step,
         num_levels=self.data.info.num_levels, num_samples=self.config.train.num_samples,
         temperature=self.config.sample.temperature, write=jax.process_index() == 0,
         writer=writer)
@@ -636,7 +649,7 @@ class Run:
     completions = self._sample(rng, (n * sc.num_completions, h, w, c), sampler='naive',
                                **kwargs)
     grid = np.concatenate([np.asarray(originals), np.asarray(occluded), completions])
-    path = os.path.join(self.workdir, 'samples', f'completions_step_{step}.png')
+    path = os.path.join(self.samples_dir, f'completions_step_{step}.png')
     if jax.process_index() == 0:
       images.save_grid(path, grid, self.data.info.num_levels, ncols=n)
     return path
@@ -681,12 +694,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   lead = jax.process_index() == 0
   created = workdir_lib.prepare(workdir)
   lock = workdir_lib.RunLock(workdir)
+  locked = None
   if lead:
-    lock.acquire()
+    try:
+      lock.acquire()
+    except WorkdirError as e:
+      locked = e
+  if jax.process_count() > 1:   # every process stops if process 0 could not lock
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    ok = multihost_utils.broadcast_one_to_all(np.int32(locked is None))
+    if not int(ok) and locked is None:
+      locked = WorkdirError(f'Process 0 could not lock {lock.path}: another trainer is using '
+                            'this workdir.')
+  if locked is not None:
+    raise locked
   run, writer, finished = None, None, False
   try:
     changes, frozen = workdir_lib.check_resume(workdir, config,
-                                               allow_change=allow_config_change)
+                                               allow_change=allow_config_change, mode='train')
     optimizer_changes = workdir_lib.format_changes(
         {k: v for k, v in changes.items() if k.startswith('optimizer.')})
     data_changed = any(k.startswith('data.') or k == 'seed' for k in frozen)
@@ -694,7 +719,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
               optimizer_changes=optimizer_changes, restore_data=not data_changed)
     step = int(run.state.step)
     if lead:
-      workdir_lib.record_start(workdir, config, step, changes)
+      workdir_lib.record_start(workdir, config, step, changes,
+                               fresh=run.restored_step is None,
+                               reset_optimizer=run.ckpt.optimizer_was_reset)
       dropped = workdir_lib.truncate_metrics(workdir, step)
       if dropped:
         logging.info('metrics.jsonl: dropped %d rows past step %d (redone by this run).',
@@ -703,8 +730,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       logging.warning('Resuming at step %d with a changed config (recorded in %s):\n%s', step,
                       workdir_lib.HISTORY_NAME, workdir_lib.format_changes(changes))
     # TensorBoard drops the events of the steps this run redoes.
-    writer = MetricWriter(workdir, enabled=lead,
-                          purge_step=step + 1 if run.restored_step is not None else None)
+    writer = MetricWriter(workdir, enabled=lead, purge_step=step + 1)
     result = _train_loop(run, writer, config)
     finished = True
     return result
@@ -726,8 +752,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         run.close()
     except Exception as e:  # pylint: disable=broad-except
       logging.error('Closing the checkpoint manager: %s: %s', type(e).__name__, e)
-    if writer is not None:
-      writer.close()
+    try:
+      if writer is not None:
+        writer.close()
+    except Exception as e:  # pylint: disable=broad-except
+      logging.error('Closing the metric writer: %s: %s', type(e).__name__, e)
     lock.release()
     if created and not finished:
       workdir_lib.remove_if_empty(workdir)
@@ -802,20 +831,23 @@ def _format_metrics(m: dict) -> str:
   return ', '.join(f'{k} {v:.4f}' if isinstance(v, float) else f'{k} {v}' for k, v in m.items())
 
 
-def _read_only_run(config, workdir: str, allow_config_change: bool) -> 'Run':
+def _read_only_run(config, workdir: str, allow_config_change: bool,
+                   evaluate: bool) -> 'Run':
   """The Run of eval and sample modes: nothing is written, and the config must agree with
   the run's own in what its checkpoints mean."""
   validation.validate_config(config)
   if not os.path.isdir(workdir):
     raise WorkdirError(f'--workdir={workdir} does not exist (or is not a directory): train '
                        'first (--mode=train), or check the path.')
-  _, frozen = workdir_lib.check_resume(workdir, config, allow_change=allow_config_change)
+  mode = 'evaluate' if evaluate else 'sample'
+  _, frozen = workdir_lib.check_resume(workdir, config, allow_change=allow_config_change,
+                                       mode=mode)
   return Run(config, workdir, restore=True, read_only=True,
              restore_data=not any(k.startswith('data.') for k in frozen))
 
 
 def evaluate_run(config, workdir: str, *, allow_config_change: bool = False) -> dict:
-  run = _read_only_run(config, workdir, allow_config_change)
+  run = _read_only_run(config, workdir, allow_config_change, evaluate=True)
   try:
     return {'step': run.restored_step, **run.evaluate()}
   finally:
@@ -823,7 +855,7 @@ def evaluate_run(config, workdir: str, *, allow_config_change: bool = False) -> 
 
 
 def sample_run(config, workdir: str, *, allow_config_change: bool = False) -> str | None:
-  run = _read_only_run(config, workdir, allow_config_change)
+  run = _read_only_run(config, workdir, allow_config_change, evaluate=False)
   try:
     if config.sample.completion_rows:
       return run.write_completions(run.restored_step)

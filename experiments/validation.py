@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import math
 import numbers
+import re
 from typing import Any
 
 from experiments.models import ConfigError
@@ -59,7 +60,7 @@ def suggest(name: str, candidates) -> str:
       last, [c.rpartition('.')[2] for c in siblings], n=2, cutoff=0.7)
             if not close]
   close += [c for c in difflib.get_close_matches(name, candidates, n=2, cutoff=0.75)
-            if c != section]
+            if c != section and not close]
   close = list(dict.fromkeys(close))[:3]
   if not close:
     return ''
@@ -184,16 +185,42 @@ def validate_config(config) -> None:
   p.choice('train.eval_batch_stats', ('recompute', 'current'))
   # sample
   p.choice('sample.sampler', ('auto', 'naive', 'cached'))
-  p.float_('sample.temperature', 0.0, low_open=True)
+  p.float_('sample.temperature', 0.0)   # 0: the mode (flows' prior mean)
   p.int_('sample.completion_rows', 0)
   p.int_('sample.num_images', 1)
   p.int_('sample.num_completions', 1)
   p.int_('sample.length', 1)
   p.float_('sample.seconds', 0.0, low_open=True)
+  _model_sizes(p)
   if p.lines:
     head = ('The config has a problem:' if len(p.lines) == 1 else
             f'The config has {len(p.lines)} problems:')
     raise ConfigError('\n'.join([head] + [f'  {line}' for line in p.lines]))
+
+
+# Integer model fields that are sizes or counts: >= 1 (others, such as num_classes or
+# iaf_steps, may be 0 and must be >= 0).
+_SIZE_FIELD = re.compile(r'(^|_)(features|hidden|dim|dims|channels|kernel|layers|stacks|'
+                         r'blocks|levels|mixtures|size|steps_per|chunk_size)$|^num_(layers|'
+                         r'levels|stacks|blocks|mixtures|channels|scales|steps|flows|units)$')
+
+
+def _model_sizes(p: _Problems) -> None:
+  model = p.get('model')
+  if model is _MISSING or not hasattr(model, 'items'):
+    return
+  for key, v in model.items():
+    path = f'model.{key}'
+    values = v if isinstance(v, (tuple, list)) else [v]
+    flat = []
+    for x in values:
+      flat.extend(x if isinstance(x, (tuple, list)) else [x])
+    ints = [x for x in flat if isinstance(x, numbers.Integral) and not isinstance(x, bool)]
+    if not ints:
+      continue
+    minimum = 1 if _SIZE_FIELD.search(key) else 0
+    if any(x < minimum for x in ints):
+      p.add(path, v, f'must be >= {minimum}' + (' (a size or count)' if minimum else ''))
 
 
 # --------------------------------------------------------------------------- model vs data
@@ -255,6 +282,8 @@ def check_model_data(config, model, info) -> None:
     raise ConfigError(f'{m} models {e["kind"]} data, but {d} is {info.kind} data. Change '
                       f'{_data_fix(e["kind"])} or config.model_name.')
   levels, exact = e.get('levels'), e.get('exact', False)
+  if info.kind == 'audio':
+    levels = None   # WaveNet mu-law encodes the raw waveform to its own num_levels
   if levels is not None and (levels != info.num_levels if exact else levels < info.num_levels):
     fix = [f'config.{e["levels_field"]}={info.num_levels}'] if e['levels_field'] != 'model_name' \
         else []

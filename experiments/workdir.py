@@ -1,15 +1,15 @@
 """What a workdir knows about its run: the lock, the config it was started with and the
 history of changes, and metrics that hold each step once.
 
-- `<workdir>/run.lock`: {host, pid, start time, command} of the trainer using the workdir.
-  A second trainer exits at once naming it; a lock whose process is gone (same host, pid
-  not running or reused) is stale and taken over.
+- `<workdir>/run.lock`: flock'ed by the trainer using the workdir, naming its host, pid,
+  start time and command. A second trainer exits at once naming it; a trainer that died
+  released its flock with its life, so its leftover file is simply taken over.
 - `<workdir>/config.json`: the config the run was started with, written once and kept.
 - `<workdir>/config_history.jsonl`: one line per start of training, append-only:
   {'start_step', 'time', 'changes', 'config'}. Checkpoint t was written by the last entry
   whose start_step < t (the first entry for t = 0), which is what `load_run` reports.
 
-A resume compares the new config with the latest entry. Fields that may change mid-run
+A resume compares the new config with the config that wrote the latest checkpoint. Fields that may change mid-run
 (MUTABLE: learning rate and schedule, steps, logging, evaluation and sample settings,
 where the data lives) are allowed, logged and recorded. Fields that change what a
 checkpoint means (the model, the data, the objective, the seed, the optimizer's kind) refuse
@@ -40,7 +40,9 @@ HISTORY_NAME = 'config_history.jsonl'
 # (adam <-> adamw, clipping on <-> off) is caught when the checkpoint is restored, with the
 # choice of the original settings or --reset_optimizer.
 MUTABLE = ('train.', 'sample.', 'optimizer.', 'distributed', 'data.eval_split',
-           'data.eval_batch_size', 'data.local_dir', 'data.source')
+           'data.eval_batch_size', 'data.local_dir', 'data.source',
+           # model fields that only say how to evaluate (importance samples, chunking)
+           'model.eval_num_samples', 'model.eval_chunk_size')
 
 
 def is_mutable(key: str) -> bool:
@@ -94,95 +96,71 @@ def remove_if_empty(workdir: str) -> None:
 
 # --------------------------------------------------------------------------- the lock
 
-def _process_start(pid: int) -> str | None:
-  """The kernel's start time of `pid` (Linux), to tell a live trainer from a reused pid."""
-  try:
-    with open(f'/proc/{pid}/stat') as f:
-      return f.read().rsplit(')', 1)[1].split()[19]
-  except (OSError, IndexError):
-    return None
-
-
-def _alive(pid: int) -> bool:
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:
-    return True
-  return True
-
-
 class RunLock:
-  """`<workdir>/run.lock`, created exclusively; released by `release()` (and on exit)."""
+  """`<workdir>/run.lock`: an exclusive `flock` on the file, which the kernel releases when
+  the trainer exits or dies (so a killed trainer leaves no live lock), holding who holds
+  it. Removed on a normal exit."""
 
   def __init__(self, workdir: str):
     self.path = os.path.join(workdir, LOCK_NAME)
-    self.held = False
+    self._fd = None
 
-  def _describe(self, info: dict) -> str:
+  @property
+  def held(self) -> bool:
+    return self._fd is not None
+
+  @staticmethod
+  def _describe(info: dict) -> str:
     started = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(info.get('time', 0)))
     return (f'pid {info.get("pid")} on host {info.get("host")!r}, started {started}: '
             f'{info.get("command", "?")}')
 
   def acquire(self) -> None:
-    info = {'host': socket.gethostname(), 'pid': os.getpid(), 'time': time.time(),
-            'proc_start': _process_start(os.getpid()), 'command': ' '.join(sys.argv)}
-    for _ in range(3):
+    import fcntl  # pylint: disable=g-import-not-at-top
+    for _ in range(10):
       try:
-        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-      except FileExistsError:
-        other = self._read()
-        if other is not None and not self._stale(other):
-          raise WorkdirError(
-              f'Another trainer is using this workdir ({self.path}): '
-              f'{self._describe(other)}. Wait for it to finish, or use another --workdir. '
-              f'If no such process runs any more, delete {self.path}.') from None
-        with contextlib.suppress(FileNotFoundError):   # stale: take it over
-          os.remove(self.path)
-        continue
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
       except OSError as e:
         raise WorkdirError(describe_os_error(e, ' (the run lock)')) from e
-      with os.fdopen(fd, 'w') as f:
-        json.dump(info, f)
-      self.held = True
-      return
-    raise WorkdirError(f'Could not take the lock {self.path}; another trainer keeps taking '
-                       'it. Use another --workdir.')
-
-  def _read(self) -> dict | None:
-    try:
-      with open(self.path) as f:
-        return json.load(f)
-    except FileNotFoundError:
-      return None
-    except (OSError, ValueError):
-      # Being written this instant by another trainer, or garbage: treat a young one as live.
       try:
-        age = time.time() - os.path.getmtime(self.path)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
       except OSError:
-        return None
-      return {'host': '?', 'pid': '?', 'time': time.time()} if age < 10 else {}
-
-  @staticmethod
-  def _stale(info: dict) -> bool:
-    if not info:
-      return True
-    if info.get('host') != socket.gethostname():
-      return False    # cannot look into another host: assume it runs
-    pid = info.get('pid')
-    if not isinstance(pid, int) or not _alive(pid):
-      return True
-    start = info.get('proc_start')
-    return start is not None and _process_start(pid) not in (None, start)
+        try:
+          with open(self.path) as f:
+            other = json.load(f)
+        except (OSError, ValueError):
+          other = {}
+        os.close(fd)
+        who = self._describe(other) if other else 'a process that has not said who it is yet'
+        raise WorkdirError(
+            f'Another trainer is using this workdir ({self.path}): {who}. Wait for it to '
+            'finish, or use another --workdir.') from None
+      # The file may have been removed (by a trainer that just finished) between open and
+      # flock: then this lock guards nothing; try again on the new file.
+      try:
+        same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+      except FileNotFoundError:
+        same = False
+      if not same:
+        os.close(fd)
+        continue
+      info = {'host': socket.gethostname(), 'pid': os.getpid(), 'time': time.time(),
+              'command': ' '.join(sys.argv)}
+      os.ftruncate(fd, 0)
+      os.write(fd, json.dumps(info).encode())
+      self._fd = fd
+      return
+    raise WorkdirError(f'Could not take the lock {self.path}; other trainers keep taking it. '
+                       'Use another --workdir.')
 
   def release(self) -> None:
-    if self.held:
-      other = self._read()
-      if other and other.get('pid') == os.getpid():
-        with contextlib.suppress(OSError):
-          os.remove(self.path)
-      self.held = False
+    if self._fd is None:
+      return
+    with contextlib.suppress(OSError):
+      os.remove(self.path)       # while still holding it: nobody can hold the old file
+    with contextlib.suppress(OSError):
+      os.close(self._fd)
+    self._fd = None
 
 
 # --------------------------------------------------------------------------- config record
@@ -237,57 +215,87 @@ def config_for_step(entries: list[dict], step: int) -> dict | None:
 
 
 def diff(old: dict, new: dict) -> dict[str, tuple]:
+  """{key: (old, new)} for the keys both configs have and that differ. A key only one side
+  has is a field added to (or dropped from) the code since the run started, not a change
+  the user made: an old workdir stays resumable."""
   a, b = flatten(old), flatten(new)
-  return {k: (a.get(k, '<absent>'), b.get(k, '<absent>')) for k in sorted(set(a) | set(b))
-          if a.get(k, '<absent>') != b.get(k, '<absent>')}
+  return {k: (a[k], b[k]) for k in sorted(set(a) & set(b)) if a[k] != b[k]}
 
 
 def format_changes(changes: dict[str, tuple]) -> str:
   return '\n'.join(f'  config.{k}: {a!r} -> {b!r}' for k, (a, b) in changes.items())
 
 
-def check_resume(workdir: str, config, *, allow_change: bool) -> tuple[dict, dict]:
-  """Compares `config` with the run's latest recorded config. Returns (all changes, the
-  frozen ones allowed by `allow_change`); raises WorkdirError for frozen changes."""
+def latest_checkpoint_step(workdir: str) -> int | None:
+  """The newest step directory in <workdir>/checkpoints (finished saves only)."""
+  directory = os.path.join(workdir, 'checkpoints')
+  steps = [int(n) for n in os.listdir(directory) if n.isdigit()] if os.path.isdir(
+      directory) else []
+  return max(steps) if steps else None
+
+
+def check_resume(workdir: str, config, *, allow_change: bool,
+                 mode: str = 'train') -> tuple[dict, dict]:
+  """Compares `config` with the config that wrote the workdir's latest checkpoint. Returns
+  (all changes, the frozen ones allowed by `allow_change`); raises WorkdirError for frozen
+  changes. A workdir without checkpoints has nothing to contradict: no changes."""
   entries = read_history(workdir)
-  if not entries:
+  step = latest_checkpoint_step(workdir)
+  if not entries or step is None:
     return {}, {}
-  changes = diff(entries[-1]['config'], config_json(config))
+  changes = diff(config_for_step(entries, step), config_json(config))
   frozen = {k: v for k, v in changes.items() if not is_mutable(k)}
   if frozen and not allow_change:
+    what = ('cannot change on resume' if mode == 'train' else
+            f'must be the run\'s own to {mode} its checkpoints')
+    fix = ('use a new --workdir, or pass --allow_config_change to start from its checkpoint '
+           'with the new config deliberately (a fine-tuning start).' if mode == 'train' else
+           f'or pass --allow_config_change to {mode} with the new config deliberately.')
     raise WorkdirError(
-        f'{workdir} holds a run started with another config; these fields change what its '
-        f'checkpoints mean and cannot change on resume:\n{format_changes(frozen)}\n'
-        f'Rerun with the run\'s own values (its config is {os.path.join(workdir, CONFIG_NAME)}), '
-        'use a new --workdir, or pass --allow_config_change to start from its checkpoint '
-        'with the new config deliberately (a fine-tuning start).')
+        f'{workdir} holds a run whose checkpoint {step} was written with another config; '
+        f'these fields change what its checkpoints mean and {what}:\n'
+        f'{format_changes(frozen)}\nRerun with the run\'s own values (its config is '
+        f'{os.path.join(workdir, CONFIG_NAME)}), {fix}')
   return changes, frozen
 
 
-def record_start(workdir: str, config, start_step: int, changes: dict) -> None:
-  """Writes config.json if the run has none, and appends this start to the history."""
+def _append_line(path: str, line: str) -> None:
+  """Appends one JSON line; a line a crash cut short is closed first, so it alone is lost."""
+  needs_newline = False
+  if os.path.exists(path) and os.path.getsize(path):
+    with open(path, 'rb') as f:
+      f.seek(-1, os.SEEK_END)
+      needs_newline = f.read(1) != b'\n'
+  with open(path, 'a') as f:
+    f.write(('\n' if needs_newline else '') + line + '\n')
+
+
+def record_start(workdir: str, config, start_step: int, changes: dict, *,
+                 fresh: bool = False, reset_optimizer: bool = False) -> None:
+  """Appends this start to the history, and writes config.json if the run has none or,
+  `fresh`, if it has no checkpoint (an earlier start that wrote none stays in the history)."""
   config_path = os.path.join(workdir, CONFIG_NAME)
   history_path = os.path.join(workdir, HISTORY_NAME)
   cfg = config_json(config)
   try:
     if not os.path.exists(history_path) and os.path.exists(config_path):
       # A workdir from before the history: its config.json becomes the first entry.
-      first = read_history(workdir)
-      with open(history_path, 'a') as f:
-        for e in first:
-          f.write(json.dumps(e, sort_keys=True) + '\n')
-    if not os.path.exists(config_path):
+      for e in read_history(workdir):
+        _append_line(history_path, json.dumps(e, sort_keys=True))
+    if fresh or not os.path.exists(config_path):
       tmp = config_path + '.tmp'
       with open(tmp, 'w') as f:
         f.write(config.to_json_best_effort(indent=2, sort_keys=True))
       os.replace(tmp, config_path)
     entries = read_history(workdir) if os.path.exists(history_path) else []
-    if entries and not changes and entries[-1]['config'] == cfg:
+    if (entries and not changes and not fresh and not reset_optimizer
+        and entries[-1]['config'] == cfg and start_step >= entries[-1]['start_step']):
       return   # an unchanged resume adds nothing
-    with open(history_path, 'a') as f:
-      f.write(json.dumps({'start_step': int(start_step), 'time': time.time(),
-                          'changes': {k: list(v) for k, v in changes.items()},
-                          'config': cfg}, sort_keys=True) + '\n')
+    entry = {'start_step': int(start_step), 'time': time.time(),
+             'changes': {k: list(v) for k, v in changes.items()}, 'config': cfg}
+    if reset_optimizer:
+      entry['reset_optimizer'] = True
+    _append_line(history_path, json.dumps(entry, sort_keys=True))
   except OSError as e:
     raise WorkdirError(describe_os_error(e, ' (the run config)')) from e
 

@@ -2,6 +2,7 @@
 message on stderr naming the problem and the fix, exit status 2, no traceback, and
 nothing in the workdir is lost or overwritten."""
 import errno
+import re
 import hashlib
 import json
 import os
@@ -18,6 +19,7 @@ from tests.conftest import REPO
 from tests.test_cli import TINY, _cli, _env
 
 import experiments
+import experiments.errors
 from experiments import input_pipeline, validation, workdir as workdir_lib
 from experiments.datasets import DataError
 from experiments.models import ConfigError, build_model
@@ -48,6 +50,8 @@ def _user_error(r, *needles):
   starts = [i for i, line in enumerate(lines) if line.startswith('error: ')]
   assert len(starts) == 1, r.stderr[-3000:]
   msg = '\n'.join(lines[starts[0]:])[len('error: '):]
+  # The message is the last thing printed: no log line or warning after it.
+  assert not any(re.match(r'[IWEF]\d{4} |\S+Warning:', line) for line in lines[starts[0]:])
   for n in needles:
     assert n in msg, (n, msg)
   return msg
@@ -416,13 +420,13 @@ def test_binarize_turns_grey_images_into_binary_ones(data_dir):
 def test_validation_reports_every_problem_at_once():
   c = digits_config.get_config('tiny')
   c.train.num_steps, c.optimizer.learning_rate, c.data.batch_size = 0, float('nan'), -4
-  c.train.checkpoint_every, c.sample.temperature = -1, 0.0
+  c.train.checkpoint_every, c.sample.temperature = -1, -1.0
   with pytest.raises(ConfigError) as e:
     validation.validate_config(c)
   msg = str(e.value)
   assert msg.startswith('The config has 5 problems:')
   for needle in ('train.num_steps=0', 'learning_rate=nan', 'batch_size=-4',
-                 'checkpoint_every=-1', 'temperature=0.0'):
+                 'checkpoint_every=-1', 'temperature=-1.0'):
     assert needle in msg
   validation.validate_config(digits_config.get_config('tiny'))   # the preset is sound
 
@@ -443,3 +447,121 @@ def test_os_errors_name_the_path_and_the_fix():
   assert 'resumes from its last complete checkpoint' in workdir_lib.describe_os_error(e)
   e = OSError(errno.EACCES, 'Permission denied', '/x')
   assert 'Choose a writable --workdir' in workdir_lib.describe_os_error(e)
+
+
+# --------------------------------------------------------------------------- the run record
+
+def _history_workdir(tmp_path, entries, checkpoints=()):
+  workdir = tmp_path / 'w'
+  (workdir / 'checkpoints').mkdir(parents=True)
+  for step in checkpoints:
+    (workdir / 'checkpoints' / str(step)).mkdir()
+  with open(workdir / 'config.json', 'w') as f:
+    json.dump(entries[0]['config'], f)
+  with open(workdir / 'config_history.jsonl', 'w') as f:
+    for e in entries:
+      f.write(json.dumps(e) + '\n')
+  return str(workdir)
+
+
+def _cfg(**updates):
+  c = digits_config.get_config('tiny')
+  for key, value in updates.items():
+    section, field = key.split('__')
+    c[section][field] = value
+  return c
+
+
+def test_resume_compares_with_the_config_of_the_latest_checkpoint(tmp_path):
+  a = workdir_lib.config_json(_cfg())
+  b = workdir_lib.config_json(_cfg(data__name='mnist'))
+  # Checkpoint 10 was written by A; a deliberate start with B at step 10 wrote none.
+  w = _history_workdir(tmp_path, [{'start_step': 0, 'config': a, 'changes': {}},
+                                  {'start_step': 10, 'config': b, 'changes': {}}], [5, 10])
+  assert workdir_lib.check_resume(w, _cfg(), allow_change=False) == ({}, {})
+  with pytest.raises(experiments.errors.WorkdirError, match='checkpoint 10 was written'):
+    workdir_lib.check_resume(w, _cfg(data__name='mnist'), allow_change=False)
+  # No checkpoint at all: nothing to contradict.
+  w2 = _history_workdir(tmp_path / 'x', [{'start_step': 0, 'config': a, 'changes': {}}])
+  assert workdir_lib.check_resume(w2, _cfg(model__features=8), allow_change=False) == ({}, {})
+
+
+def test_a_workdir_from_before_a_new_config_field_still_resumes(tmp_path):
+  old = workdir_lib.config_json(_cfg())
+  del old['data']['binarize']            # a field added to base_config since
+  w = _history_workdir(tmp_path, [{'start_step': 0, 'config': old, 'changes': {}}], [10])
+  assert workdir_lib.check_resume(w, _cfg(), allow_change=False) == ({}, {})
+
+
+def test_evaluation_only_model_fields_may_change():
+  assert workdir_lib.is_mutable('model.eval_num_samples')
+  assert workdir_lib.is_mutable('model.eval_chunk_size')
+  assert not workdir_lib.is_mutable('model.num_samples')     # the training objective's k
+
+
+def test_eval_refusal_offers_no_fine_tuning(tmp_path):
+  a = workdir_lib.config_json(_cfg())
+  w = _history_workdir(tmp_path, [{'start_step': 0, 'config': a, 'changes': {}}], [10])
+  with pytest.raises(experiments.errors.WorkdirError) as e:
+    workdir_lib.check_resume(w, _cfg(model__features=8), allow_change=False, mode='evaluate')
+  assert 'fine-tuning' not in str(e.value) and 'must be the run' in str(e.value)
+
+
+def test_history_records_a_resume_from_an_earlier_step(tmp_path):
+  a = workdir_lib.config_json(_cfg())
+  b_cfg = _cfg(optimizer__learning_rate=3e-4)
+  b = workdir_lib.config_json(b_cfg)
+  w = _history_workdir(tmp_path, [{'start_step': 0, 'config': a, 'changes': {}},
+                                  {'start_step': 10, 'config': b, 'changes': {}}], [5])
+  # Checkpoint 10 was lost; B resumes from 5: the history must say B wrote what follows.
+  workdir_lib.record_start(w, b_cfg, 5, {})
+  entries = workdir_lib.read_history(w)
+  assert [e['start_step'] for e in entries] == [0, 10, 5]
+  assert workdir_lib.config_for_step(entries, 8)['optimizer']['learning_rate'] == 3e-4
+
+
+def test_a_history_line_cut_by_a_crash_loses_only_itself(tmp_path):
+  a = workdir_lib.config_json(_cfg())
+  w = _history_workdir(tmp_path, [{'start_step': 0, 'config': a, 'changes': {}}], [5])
+  with open(os.path.join(w, 'config_history.jsonl'), 'a') as f:
+    f.write('{"start_step": 5, "conf')            # no newline: the crash
+  workdir_lib.record_start(w, _cfg(optimizer__learning_rate=1e-4), 5,
+                           {'optimizer.learning_rate': (3e-3, 1e-4)})
+  assert [e['start_step'] for e in workdir_lib.read_history(w)] == [0, 5]
+
+
+def test_binarize_uses_the_data_sets_own_levels():
+  c = digits_config.get_config('tiny')
+  c.data.update(binarize=True, eval_split='test')
+  data = input_pipeline.create_datasets(c.data, seed=0)
+  grey = input_pipeline.datasets.load_split('digits', 'test')['image'] / 16.0
+  test = next(iter(data.eval_batches()))
+  mask = test['example_mask'].astype(bool)
+  assert abs(test['image'][mask].mean() - grey.mean()) < 0.02, (test['image'].mean(), grey.mean())
+
+
+def test_bad_preset_is_one_line_without_the_config_files_traceback(tmp_path):
+  r = _cli('--config=configs/pixelcnn_digits.py:nosuch', f'--workdir={tmp_path / "run"}')
+  _user_error(r, "Unknown preset 'nosuch'", 'presets: tiny')
+
+
+def test_reset_optimizer_acts_once_and_sample_mode_overwrites_nothing(run_copy):
+  r = _cli(TINY, f'--workdir={run_copy}', '--config.train.num_steps=12',
+           '--config.optimizer.name=adamw', '--reset_optimizer')
+  assert r.returncode == 0 and 'starts afresh' in r.stderr, r.stderr[-3000:]
+  # Left in the launch script: the next resume restores the (adamw) optimizer state.
+  r = _cli(TINY, f'--workdir={run_copy}', '--config.train.num_steps=14',
+           '--config.optimizer.name=adamw', '--reset_optimizer')
+  assert r.returncode == 0 and 'restored, not reset' in r.stderr, r.stderr[-3000:]
+  entries = workdir_lib.read_history(run_copy)
+  assert [e.get('reset_optimizer', False) for e in entries] == [False, True, False]
+  picture = os.path.join(run_copy, 'samples', 'step_14.png')
+  with open(picture, 'rb') as f:
+    trained_picture = f.read()
+  r = _cli(TINY, f'--workdir={run_copy}', '--mode=sample', '--config.optimizer.name=adamw',
+           '--config.sample.temperature=0.5')
+  assert r.returncode == 0, r.stderr[-3000:]
+  written = r.stdout.strip().split('samples: ')[-1]
+  assert os.path.exists(written) and 'sample_mode_' in written
+  with open(picture, 'rb') as f:
+    assert f.read() == trained_picture
