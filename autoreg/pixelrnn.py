@@ -151,6 +151,13 @@ class PixelRNN(nn.Module):
     first_kernel: the mask-A input convolution's size (7).
     row_kernel: the Row LSTM's k (3) for both its convolutions.
     output_features: channels of the hidden 1x1 output layer.
+    full_context: Diagonal BiLSTM only. The paper's construction has a one-pixel blind
+      spot: the first layer's mask-A convolution never shows a row's last pixel x(i, W-1)
+      to row i itself, and the rows below see it only through outputs within k/2 columns
+      of the right edge, so pixel (i + 1, j) for j < W - 1 - k/2 misses it (tested). With
+      True (the default), the first LSTM layer's mirrored direction also reads the image
+      itself (a 1x1 map of the pixels; its output is shifted down a row, so this is
+      causal), which closes the gap: every earlier pixel is in the context.
   """
   num_levels: int = 256
   num_channels: int = 1
@@ -160,6 +167,7 @@ class PixelRNN(nn.Module):
   first_kernel: int = 7
   row_kernel: int = 3
   output_features: int = 32
+  full_context: bool = True
 
   def setup(self):
     if self.architecture not in ARCHITECTURES:
@@ -183,9 +191,16 @@ class PixelRNN(nn.Module):
       self.diagonals = [_scan(DiagonalStep, 2, hidden=h) for _ in range(self.num_layers)]
       self.mirror_diagonals = [_scan(DiagonalStep, 2, hidden=h)
                                for _ in range(self.num_layers)]
+      if self.full_context:
+        self.mirror_pixels = nn.Dense(4 * h, use_bias=False)
     self.residual = [MaskedConv2D(2 * h, (1, 1), 'B', c) for _ in range(self.num_layers)]
     self.out_hidden = MaskedConv2D(self.output_features, (1, 1), 'B', c)
     self.out_logits = MaskedConv2D(c * self.num_levels, (1, 1), 'B', c)
+
+  @property
+  def has_cached_sampler(self) -> bool:
+    """Whether sample_cached works for this architecture (the trainer's 'auto' sampler)."""
+    return self.architecture == 'row_lstm'
 
   # -- the full forward pass ---------------------------------------------------------------
 
@@ -208,17 +223,19 @@ class PixelRNN(nn.Module):
     _, h = self.rows[l]((zeros, zeros), self.input_to_state[l](y))
     return h
 
-  def _diagonal_direction(self, gate_conv, scan, y):
-    b, hgt, w, _ = y.shape
-    z = skew(gate_conv(y))
-    zeros = jnp.zeros((b, hgt, self.hidden), y.dtype)
-    _, h = scan((zeros, zeros), z)
-    return unskew(h, w)
+  def _diagonal_direction(self, z, scan, width: int):
+    b, hgt = z.shape[:2]
+    zeros = jnp.zeros((b, hgt, self.hidden), z.dtype)
+    _, h = scan((zeros, zeros), skew(z))
+    return unskew(h, width)
 
-  def _diagonal_layer(self, l, y):
-    forward = self._diagonal_direction(self.input_to_state[l], self.diagonals[l], y)
-    mirrored = self._diagonal_direction(self.mirror_input_to_state[l],
-                                        self.mirror_diagonals[l], y[:, :, ::-1])[:, :, ::-1]
+  def _diagonal_layer(self, l, y, pixels):
+    w = y.shape[2]
+    forward = self._diagonal_direction(self.input_to_state[l](y), self.diagonals[l], w)
+    z = self.mirror_input_to_state[l](y[:, :, ::-1])
+    if l == 0 and self.full_context:
+      z = z + self.mirror_pixels(pixels[:, :, ::-1])
+    mirrored = self._diagonal_direction(z, self.mirror_diagonals[l], w)[:, :, ::-1]
     # The mirrored direction sees the rest of the current row: shifted down one row, each
     # pixel gets it from the row above only.
     mirrored = jnp.pad(mirrored, ((0, 0), (1, 0), (0, 0), (0, 0)))[:, :-1]
@@ -229,10 +246,12 @@ class PixelRNN(nn.Module):
 
     x: integer images, or floats already scaled to [-1, 1] (for gradient tests)."""
     del train
-    y = self.first(self._input(x))
-    layer = self._row_lstm_layer if self.architecture == 'row_lstm' else self._diagonal_layer
+    pixels = self._input(x)
+    y = self.first(pixels)
     for l in range(self.num_layers):
-      y = y + self.residual[l](layer(l, y))
+      h = (self._row_lstm_layer(l, y) if self.architecture == 'row_lstm' else
+           self._diagonal_layer(l, y, pixels))
+      y = y + self.residual[l](h)
     return self._head(y)
 
   def log_prob(self, x):

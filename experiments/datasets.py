@@ -198,6 +198,11 @@ def load_split(name: str, split: str, *, source: str = 'auto', local_dir: str | 
   return dict(_CACHE[key])
 
 
+def source_name(name: str) -> str:
+  """The data set whose files `name` reads: binarized_mnist is binarized mnist."""
+  return 'mnist' if name == 'binarized_mnist' else name
+
+
 def _folder_name(name: str) -> str:
   """The TFDS name, which is also the local folder's name."""
   return 'mnist' if name == 'binarized_mnist' else name

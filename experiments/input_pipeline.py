@@ -172,7 +172,7 @@ def _prepare_split(cfg, info: DatasetInfo, spec: str, train: bool) -> tuple[dict
     arrays = {k: v for k, v in arrays.items() if k in ('image', 'label')}
     if info.num_levels == 2 and arrays['image'].max() > 1:
       # The grey levels of the data set itself (255 for MNIST, 16 for digits).
-      max_level = datasets.get_info(cfg.name).num_levels - 1
+      max_level = datasets.get_info(datasets.source_name(cfg.name)).num_levels - 1
       if train:
         transform = _binarize_dynamic_with(max_level)
       else:

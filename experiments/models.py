@@ -12,6 +12,7 @@ from experiments.errors import UserError
 MODELS = {
     'pixelcnn': 'autoreg.pixelcnn:PixelCNN',
     'gated_pixelcnn': 'autoreg.gated_pixelcnn:GatedPixelCNN',
+    'pixelrnn': 'autoreg.pixelrnn:PixelRNN',
     'wavenet': 'autoreg.wavenet:WaveNet',
     'bytenet': 'autoreg.bytenet:ByteNet',
     'vae': 'latent.vae:VAE',

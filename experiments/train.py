@@ -378,7 +378,8 @@ def sampler_method(model, sampler: str) -> str:
     raise ValueError(f"config.sample.sampler must be 'auto', 'naive' or 'cached', got "
                      f'{sampler!r}.')
   if sampler == 'auto':
-    sampler = 'cached' if hasattr(model, 'sample_cached') else 'naive'
+    cached = hasattr(model, 'sample_cached') and getattr(model, 'has_cached_sampler', True)
+    sampler = 'cached' if cached else 'naive'
   method = {'naive': 'sample', 'cached': 'sample_cached'}[sampler]
   if not hasattr(model, method):
     raise ValueError(f'config.sample.sampler={sampler!r}: {type(model).__name__} '

@@ -230,7 +230,7 @@ def model_expects(name: str, model) -> dict[str, Any]:
   whether they must match exactly), channels, image shape, labels, with the config fields
   that set each. An unregistered model is not checked ({})."""
   g = lambda field, default=None: getattr(model, field, default)
-  if name in ('pixelcnn', 'gated_pixelcnn'):
+  if name in ('pixelcnn', 'gated_pixelcnn', 'pixelrnn'):
     head = 'discretized logistic mixture' if g('output') == 'logistic_mixture' else 'categorical'
     return dict(kind='image', levels=g('num_levels'), levels_field='model.num_levels',
                 head=f'a {head} head over {g("num_levels")} levels',

@@ -52,7 +52,9 @@ def test_train_eval_sample_and_load_run(tmp_path):
   assert r.returncode == 0 and 'samples:' in r.stdout
   r = _cli(TINY, f'--workdir={workdir}', '--mode=sample', '--config.sample.completion_rows=4')
   assert r.returncode == 0, r.stderr[-3000:]
-  assert os.path.exists(os.path.join(workdir, 'samples', 'completions_step_20.png'))
+  path = r.stdout.strip().split('samples: ')[-1]
+  assert path.endswith('completions_step_20.png') and os.path.exists(path)
+  assert os.path.dirname(os.path.dirname(path)) == os.path.join(workdir, 'samples')
 
   import jax  # the notebook path
   run = experiments.load_run(workdir)

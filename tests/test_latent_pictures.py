@@ -303,9 +303,12 @@ def test_training_and_sample_mode_write_the_pictures(tmp_path, data_dir):
   assert sorted(os.listdir(samples)) == sorted(f'{n}.png' for n in names)
   for n in names:
     os.remove(os.path.join(samples, f'{n}.png'))
-  assert train.sample_run(c, workdir) == os.path.join(samples, 'step_4.png')
-  assert sorted(os.listdir(samples)) == sorted(f'{n}.png' for n in names)
-  scatter = _png(os.path.join(samples, 'latent_scatter_step_4.png'))
+  # Sample mode writes into a folder of its own (nothing training wrote is replaced).
+  path = train.sample_run(c, workdir)
+  folder = os.path.dirname(path)
+  assert os.path.dirname(folder) == samples and path == os.path.join(folder, 'step_4.png')
+  assert sorted(os.listdir(folder)) == sorted(f'{n}.png' for n in names)
+  scatter = _png(os.path.join(folder, 'latent_scatter_step_4.png'))
   assert scatter.shape == (640, 600, 3)
   # 256 test digits of all ten labels: every label's colour is on the canvas
   for c in range(10):
