@@ -15,6 +15,7 @@ MODELS = {
     'pixelrnn': 'autoreg.pixelrnn:PixelRNN',
     'wavenet': 'autoreg.wavenet:WaveNet',
     'bytenet': 'autoreg.bytenet:ByteNet',
+    'char_rnn': 'autoreg.char_rnn:CharRNN',
     'vae': 'latent.vae:VAE',
     'm2': 'latent.m2:M2',
     'pixelvae': 'latent.pixelvae:PixelVAE',

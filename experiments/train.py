@@ -192,6 +192,11 @@ def _batch_metrics(metrics: dict, num_dims: int) -> dict:
   return out
 
 
+def _takes_step(model) -> bool:
+  import inspect  # pylint: disable=g-import-not-at-top
+  return 'step' in inspect.signature(type(model).loss).parameters
+
+
 def make_train_step(model, tx, schedule, *, ema_decay: float, num_dims: int, mesh: Mesh):
   """train_step(state, batch) -> (state, metrics), jitted once, donating the old state."""
 
@@ -203,9 +208,13 @@ def make_train_step(model, tx, schedule, *, ema_decay: float, num_dims: int, mes
     # Batch norm trains on batch statistics and moves its running averages.
     mutable = ['batch_stats'] if 'batch_stats' in model_state else False
 
+    # Models whose objective depends on the training step (scheduled sampling's decay)
+    # take it as loss(..., step=).
+    extra = {'step': state.step} if _takes_step(model) else {}
+
     def loss_fn(params):
       out = model.apply(model_variables(params, model_state), batch, train=True, rngs=rngs,
-                        method='loss', mutable=mutable)
+                        method='loss', mutable=mutable, **extra)
       (objective, metrics), moved = out if mutable else (out, {})
       return objective, (metrics, moved)
 

@@ -240,7 +240,7 @@ def model_expects(name: str, model) -> dict[str, Any]:
     return dict(kind='audio', levels=g('num_levels'), levels_field='model.num_levels',
                 head=f'a categorical head over {g("num_levels")} mu-law levels',
                 num_classes=g('num_classes', 0), num_speakers=g('num_speakers', 0))
-  if name == 'bytenet':
+  if name in ('bytenet', 'char_rnn'):
     return dict(kind='text', levels=g('vocab_size'), levels_field='model.vocab_size',
                 head=f'a softmax over {g("vocab_size")} characters')
   if name in ('vae', 'pixelvae'):

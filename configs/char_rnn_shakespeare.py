@@ -1,0 +1,77 @@
+"""A character-level LSTM language model on Tiny Shakespeare (the char-rnn setting; TFDS's
+splits of input.txt, as configs/bytenet_shakespeare.py): embeddings, 2 layers of 512 LSTM
+units, dropout 0.2 between them, windows of 256 characters, teacher forcing; `ss=...`
+trains with scheduled sampling (Bengio et al. 2015, arXiv 1506.03099) instead.
+
+  DGM_DATA_DIR=../shared/data python -m experiments.main \
+      --config=configs/char_rnn_shakespeare.py --workdir=runs/char_lstm
+
+Evaluation is teacher forced: nats (and bits) per character over the whole validation
+split. Each window starts from a zero state (truncated BPTT with the state carried across
+windows is not built yet). No run of this config has been made yet.
+
+Presets (comma-separated): gru (GRU cells), layers=N (1-3), ss=linear|exponential|
+inverse_sigmoid (the decays of Sec. 2.4 with this config's k and c), tiny.
+"""
+from configs import common
+
+
+def get_config(arg: str | None = None):
+  c = common.base_config()
+  c.model_name = 'char_rnn'
+  c.model.vocab_size = 65
+  c.model.embed_dim = 64
+  c.model.hidden = 512
+  c.model.num_layers = 2
+  c.model.cell = 'lstm'
+  c.model.dropout_rate = 0.2
+  c.model.ss_schedule = 'none'
+  c.model.ss_k = 1.0
+  c.model.ss_c = 0.0
+  c.model.ss_min = 0.0
+
+  c.data.name = 'tiny_shakespeare'
+  c.data.seq_len = 256
+  c.data.random_offsets = True
+  c.data.batch_size = 32
+  c.data.eval_batch_size = 64
+  c.data.eval_split = 'validation'
+
+  c.optimizer.learning_rate = 2e-3
+  c.optimizer.warmup_steps = 100
+  c.train.num_steps = 5000
+  c.train.log_every = 100
+  c.train.eval_every = 1000
+  c.train.checkpoint_every = 1000
+  c.train.num_samples = 4
+
+  for t in [t for t in (arg or '').split(',') if t]:
+    if t == 'gru':
+      c.model.cell = 'gru'
+    elif t.startswith('layers='):
+      c.model.num_layers = int(t.split('=')[1])
+    elif t.startswith('ss='):
+      c.model.ss_schedule = t.split('=')[1]
+      # Over num_steps: linear from 1 down to 0.25, exponential and inverse sigmoid with
+      # eps near 0.25 at the end of the run.
+      n = c.train.num_steps
+      c.model.ss_k, c.model.ss_c, c.model.ss_min = {
+          'linear': (1.0, 0.75 / n, 0.25), 'exponential': (0.25 ** (1 / n), 0.0, 0.0),
+          'inverse_sigmoid': (n / 8.0, 0.0, 0.0)}.get(c.model.ss_schedule, (1.0, 0.0, 0.0))
+    elif t == 'tiny':
+      c.model.embed_dim = 8
+      c.model.hidden = 16
+      c.model.num_layers = 2
+      c.data.seq_len = 32
+      c.data.batch_size = 8
+      c.data.eval_batch_size = 256
+      c.data.eval_split = 'validation[:256]'
+      c.sample.length = 40
+      c.optimizer.warmup_steps = 1
+      c.train.num_steps = 3
+      c.train.log_every = 1
+      c.train.checkpoint_every = 3
+    else:
+      raise ValueError(f'Unknown preset token {t!r} for char_rnn_shakespeare; presets: gru, '
+                       'layers=N, ss=linear|exponential|inverse_sigmoid, tiny.')
+  return c
