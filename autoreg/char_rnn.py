@@ -86,6 +86,11 @@ class CharRNN(nn.Module):
     dropout_rate: dropout between layers, in training.
     ss_schedule: scheduled sampling's decay ('none': teacher forcing), with ss_k, ss_c,
       ss_min as in `scheduled_sampling_eps`.
+    carry_batch: > 0: truncated BPTT with carried state, for training batches of this
+      (global) size from contiguous streams (config.data.streams): the final state of one
+      window (gradient stopped) starts the next, zeroed where the batch's 'reset' is 1. The
+      state is the 'carry' collection, part of the run's checkpoint. Evaluation windows
+      start from zero states.
   """
   vocab_size: int = 65
   embed_dim: int = 64
@@ -97,6 +102,7 @@ class CharRNN(nn.Module):
   ss_k: float = 1.0
   ss_c: float = 0.0
   ss_min: float = 0.0
+  carry_batch: int = 0
 
   def setup(self):
     if self.cell not in CELLS:
@@ -110,6 +116,9 @@ class CharRNN(nn.Module):
                         in_axes=(1, nn.broadcast, nn.broadcast, nn.broadcast),
                         out_axes=1)(self.vocab_size, self.embed_dim, self.hidden,
                                     self.num_layers, self.cell, self.dropout_rate)
+    if self.carry_batch:
+      self.carried = self.variable('carry', 'states',
+                                   lambda: self.initial_states(self.carry_batch))
 
   def initial_states(self, batch: int):
     zeros = jnp.zeros((batch, self.hidden), jnp.float32)
@@ -148,7 +157,18 @@ class CharRNN(nn.Module):
       eps = scheduled_sampling_eps(self.ss_schedule, 0 if step is None else step, self.ss_k,
                                    self.ss_c, self.ss_min)
     rng = self.make_rng('sample') if self.has_rng('sample') else jax.random.key(0)
-    logits, _, _ = self.run(text[:, :-1], rng, eps, train=train)
+    states = None
+    if self.carry_batch and train:
+      if text.shape[0] != self.carry_batch:
+        raise ValueError(f'CharRNN carry_batch={self.carry_batch}, but the training batch '
+                         f'has {text.shape[0]} streams; set config.model.carry_batch to '
+                         'config.data.batch_size.')
+      keep = 1.0 - batch.get('reset', jnp.zeros(text.shape[:1])).astype(jnp.float32)
+      states = jax.tree.map(lambda v: jax.lax.stop_gradient(v) * keep[:, None],
+                            self.carried.value)
+    logits, _, final = self.run(text[:, :-1], rng, eps, train=train, states=states)
+    if states is not None and self.is_mutable_collection('carry'):
+      self.carried.value = jax.tree.map(jax.lax.stop_gradient, final)
     nll = -likelihood.categorical_log_prob(logits, text[:, 1:])
     seq_len = text.shape[1] - 1
     return nll.mean() / seq_len, {'nll': nll, 'ss_eps': jnp.full(nll.shape, eps),

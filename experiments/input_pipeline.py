@@ -285,6 +285,46 @@ def _semi_supervised_train_iter(cfg, info: DatasetInfo, arrays, transform, *, se
   return iter(ds.to_iter_dataset())
 
 
+class TextStreams:
+  """Training batches for truncated backpropagation through time: the split's characters
+  cut into batch_size contiguous streams, batch k holding window k of every stream
+  (seq_len + 1 characters; consecutive windows overlap by the one character that is the
+  last target of one and the first input of the next), so a model can carry its recurrent
+  state from one batch to the next. 'reset' is 1 on each stream's first window (the start
+  of an epoch), where a carried state must start afresh. The position is the iterator's
+  state, checkpointed with the run (get_state / set_state, as grain's iterators)."""
+
+  def __init__(self, ids: np.ndarray, batch_size: int, seq_len: int, process_index: int = 0,
+               process_count: int = 1):
+    length = len(ids) // batch_size
+    self.windows = (length - 1) // seq_len
+    if self.windows < 1:
+      raise DataError(f'{len(ids):,} characters cut into config.data.batch_size={batch_size} '
+                      f'streams leave {length} characters per stream, too few for one window '
+                      f'of config.data.seq_len={seq_len}. Lower the batch size or seq_len.')
+    streams = np.asarray(ids[:length * batch_size], np.int32).reshape(batch_size, length)
+    local = batch_size // process_count
+    self._streams = streams[process_index * local:(process_index + 1) * local]
+    self._seq_len = seq_len
+    self._k = 0
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    k = self._k % self.windows
+    start = k * self._seq_len
+    self._k += 1
+    text = self._streams[:, start:start + self._seq_len + 1]
+    return {'text': text, 'reset': np.full((len(text),), k == 0, np.int32)}
+
+  def get_state(self) -> dict:
+    return {'window': self._k}
+
+  def set_state(self, state: dict) -> None:
+    self._k = int(state['window'])
+
+
 def data_info(cfg) -> DatasetInfo:
   """The description of the data a config's `data` section gives the model: the data
   set's, with 2 levels where data.binarize=True makes grey images binary."""
@@ -325,7 +365,14 @@ def create_datasets(cfg, *, seed: int, process_index: int = 0, process_count: in
                      f'{process_count} processes.')
 
   train_arrays, transform = _prepare_split(cfg, info, cfg.train_split, train=True)
-  if cfg.get('num_labelled', 0):
+  if cfg.get('streams', False):
+    if info.kind != 'text':
+      raise DataError(f'config.data.streams=True is for text; {cfg.name!r} is {info.kind} data.')
+    split, sl = parse_split(cfg.train_split)
+    ids = datasets.load_split(cfg.name, split, source=cfg.source,
+                              local_dir=cfg.local_dir)['text'][sl]
+    train_iter = TextStreams(ids, cfg.batch_size, cfg.seq_len, process_index, process_count)
+  elif cfg.get('num_labelled', 0):
     train_iter = _semi_supervised_train_iter(
         cfg, info, train_arrays, transform, seed=seed, process_index=process_index,
         process_count=process_count, device_multiple=eval_batch_multiple)

@@ -205,8 +205,9 @@ def make_train_step(model, tx, schedule, *, ema_decay: float, num_dims: int, mes
     k_sample, k_dropout = jax.random.split(rng)
     rngs = {'sample': k_sample, 'dropout': k_dropout}
     model_state = state.model_state
-    # Batch norm trains on batch statistics and moves its running averages.
-    mutable = ['batch_stats'] if 'batch_stats' in model_state else False
+    # Batch norm trains on batch statistics and moves its running averages; a recurrent
+    # model carries its state from one batch to the next ('carry': truncated BPTT).
+    mutable = [c for c in ('batch_stats', 'carry') if c in model_state] or False
 
     # Models whose objective depends on the training step (scheduled sampling's decay)
     # take it as loss(..., step=).

@@ -23,7 +23,7 @@ from experiments.models import ConfigError
 TOP_KEYS = ('seed', 'distributed', 'model_name', 'model', 'data', 'optimizer', 'train', 'sample')
 DATA_KEYS = ('name', 'source', 'local_dir', 'train_split', 'eval_split', 'batch_size',
              'eval_batch_size', 'binarize', 'eval_binarization_seed', 'seq_len',
-             'random_offsets', 'crop_length', 'num_labelled', 'labelled_batch_size',
+             'random_offsets', 'streams', 'crop_length', 'num_labelled', 'labelled_batch_size',
              'labelled_seed')
 TRAIN_KEYS = ('num_steps', 'log_every', 'eval_every', 'checkpoint_every', 'sample_every',
               'num_samples', 'sample_at_end', 'keep_checkpoints', 'ema_decay', 'eval_with_ema',
@@ -157,6 +157,7 @@ def validate_config(config) -> None:
     if v is not _MISSING and (not isinstance(v, str) or not v):
       p.add(split, v, "must be a split name, optionally sliced: 'test' or 'test[:512]'")
   p.bool_('data.binarize')
+  p.bool_('data.streams')
   p.int_('data.seq_len', 1)
   p.int_('data.crop_length', 1)
   p.int_('data.num_labelled', 0)

@@ -122,3 +122,91 @@ def test_tiny_config_trains_and_writes_text_samples(tmp_path, preset):
   assert result['step'] == 3 and 0 < result['bits_per_dim'] < 8
   text = (tmp_path / 'run' / 'samples' / 'step_3.txt').read_text()
   assert text.count('=== sample') == c.train.num_samples and 'ROMEO:' in text
+
+
+def test_text_streams_are_contiguous_per_row_and_resume_from_their_state():
+  from experiments.input_pipeline import TextStreams  # pylint: disable=g-import-not-at-top
+  ids = np.arange(103)
+  streams = TextStreams(ids, batch_size=4, seq_len=5)     # 25 characters per stream: 4 windows
+  batches = [next(streams) for _ in range(6)]
+  for k in range(3):
+    a, b = batches[k]['text'], batches[k + 1]['text']
+    np.testing.assert_array_equal(a[:, -1], b[:, 0])        # the next window goes on
+    np.testing.assert_array_equal(b[:, 0] - a[:, 0], 5)
+  np.testing.assert_array_equal(batches[0]['text'][:, 0], [0, 25, 50, 75])
+  assert [int(b['reset'][0]) for b in batches] == [1, 0, 0, 0, 1, 0]   # a new epoch
+  state = streams.get_state()
+  again = TextStreams(ids, batch_size=4, seq_len=5)
+  again.set_state(state)
+  np.testing.assert_array_equal(next(again)['text'], next(streams)['text'])
+  # Two processes take disjoint halves of the streams.
+  halves = [next(TextStreams(ids, 4, 5, p, 2))['text'] for p in range(2)]
+  np.testing.assert_array_equal(np.concatenate(halves), batches[0]['text'])
+
+
+def test_carried_state_starts_the_next_window_and_resets():
+  model = _model(carry_batch=3)
+  text = TEXT[:, :7]
+  variables = model.init({'params': jax.random.key(1), 'sample': jax.random.key(2)},
+                         {'text': text}, train=False, method='loss')
+  assert not any(np.asarray(v).any() for v in jax.tree.leaves(variables['carry']))
+  rngs = {'sample': jax.random.key(3)}
+  reset0 = {'text': text, 'reset': jnp.zeros(3, jnp.int32)}
+  (_, m1), moved = model.apply(variables, reset0, train=True, method='loss', rngs=rngs,
+                               mutable=['carry'])
+  # The carry is the state after the window: equal to running the window from zero states.
+  _, _, final = model.apply(variables, text[:, :-1], jax.random.key(0), method='run')
+  for a, b in zip(jax.tree.leaves(moved['carry']), jax.tree.leaves(final)):
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+  carried = {**variables, **moved}
+  (_, m2), _ = model.apply(carried, reset0, train=True, method='loss', rngs=rngs,
+                           mutable=['carry'])
+  assert not np.allclose(m1['nll'], m2['nll'])            # the state changed the predictions
+  # Where 'reset' is 1, the row starts from zeros again: the first window's numbers.
+  (_, m3), _ = model.apply(carried, {'text': text, 'reset': jnp.array([1, 0, 1])}, train=True,
+                           method='loss', rngs=rngs, mutable=['carry'])
+  np.testing.assert_allclose(np.asarray(m3['nll'])[[0, 2]], np.asarray(m1['nll'])[[0, 2]],
+                             rtol=1e-6)
+  np.testing.assert_allclose(m3['nll'][1], m2['nll'][1], rtol=1e-6)
+
+
+def test_killed_tbptt_run_resumes_bit_identically(tmp_path):
+  import os  # pylint: disable=g-import-not-at-top
+  import signal  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  import experiments  # pylint: disable=g-import-not-at-top
+  from tests.conftest import REPO, shared_data_dir  # pylint: disable=g-import-not-at-top
+  from tests.test_cli import _cli, _env  # pylint: disable=g-import-not-at-top
+  root = shared_data_dir()
+  if root is None:
+    pytest.skip('no local data directory')
+  args = ['--config=configs/char_rnn_shakespeare.py:tiny', '--config.train.num_steps=60',
+          '--config.train.checkpoint_every=7', '--config.train.log_every=10',
+          '--config.train.sample_at_end=False', '--config.train.eval_every=0']
+  env = _env(DGM_DATA_DIR=root)
+  ref = str(tmp_path / 'uninterrupted')
+  r = _cli(*args, f'--workdir={ref}', env=env)
+  assert r.returncode == 0, r.stderr[-3000:]
+  killed = str(tmp_path / 'killed')
+  proc = subprocess.Popen([sys.executable, '-m', 'experiments.main', *args,
+                           f'--workdir={killed}'], cwd=REPO, env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  ckpt = os.path.join(killed, 'checkpoints')
+  deadline = time.time() + 180
+  while time.time() < deadline and proc.poll() is None:
+    done = [d for d in os.listdir(ckpt) if d.isdigit()] if os.path.isdir(ckpt) else []
+    if done and max(map(int, done)) >= 21:
+      break
+    time.sleep(0.05)
+  assert proc.poll() is None, 'the run finished before it could be killed'
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  r = _cli(*args, f'--workdir={killed}', env=env)
+  assert r.returncode == 0 and 'Resumed from' in r.stderr, r.stderr[-3000:]
+  a, b = experiments.load_run(ref), experiments.load_run(killed)
+  for x, y in zip(jax.tree.leaves((a.raw_params, a.params, a.model_state)),
+                  jax.tree.leaves((b.raw_params, b.params, b.model_state)), strict=True):
+    np.testing.assert_array_equal(x, y)
+  assert jax.tree.leaves(a.model_state['carry'])           # the carried state is checkpointed
