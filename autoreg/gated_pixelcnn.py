@@ -55,6 +55,7 @@ from autoreg import likelihood
 from autoreg.gating import gate
 from autoreg.masked import pixelcnn_mask
 from autoreg.pixelcnn import to_network_input
+from autoreg.sampling import naive_raster_sample
 
 
 def current_pixel_mask(kernel_size: Sequence[int], in_features: int, out_features: int,
@@ -307,17 +308,8 @@ class GatedPixelCNN(nn.Module):
 
       return jax.lax.fori_loop(start // ch, shape[1] * wid, pixel, x)
 
-    def body(t, x):
-      i, rem = jnp.divmod(t, wid * ch)
-      j, c = jnp.divmod(rem, ch)
-      logits = self(x, label=label, cond_map=cond_map)
-      step_logits = jax.lax.dynamic_index_in_dim(logits, i, 1, keepdims=False)
-      step_logits = jax.lax.dynamic_index_in_dim(step_logits, j, 1, keepdims=False)
-      step_logits = jax.lax.dynamic_index_in_dim(step_logits, c, 1, keepdims=False)
-      draw = jax.random.categorical(jax.random.fold_in(rng, t), step_logits / temperature)
-      return x.at[:, i, j, c].set(draw.astype(jnp.int32))
-
-    return jax.lax.fori_loop(start, int(np.prod(shape[1:])), body, x)
+    return naive_raster_sample(lambda z: self(z, label=label, cond_map=cond_map), rng, shape,
+                               temperature, x, start)
 
   def sample_cached(self, rng, shape, temperature: float = 1.0, label=None, cond_map=None,
                     return_logits: bool = False):

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 from autoreg import likelihood
 from autoreg.masked import MaskedConv2D
+from autoreg.sampling import naive_raster_sample
 
 
 def to_network_input(x, num_levels: int):
@@ -96,24 +97,7 @@ class PixelCNN(nn.Module):
     return nll.mean(), {'nll': nll}
 
   def sample(self, rng, shape, temperature: float = 1.0, init=None, start=0):
-    """Naive ancestral sampling: one full forward pass per sub-pixel, in a compiled loop.
-
-    Draw for sub-pixel index t (raster order, then colour) uses
-    jax.random.fold_in(rng, t), so any sampler that computes the same conditionals
-    reproduces these samples draw for draw. `init` and `start` let sampling continue
-    from a partially given image (completion): sub-pixels before `start` are kept.
-    """
-    b, hgt, wid, ch = shape
-    x = jnp.zeros(shape, jnp.int32) if init is None else init.astype(jnp.int32)
-
-    def body(t, x):
-      i, rem = jnp.divmod(t, wid * ch)
-      j, c = jnp.divmod(rem, ch)
-      logits = self(x)
-      step_logits = jax.lax.dynamic_index_in_dim(logits, i, 1, keepdims=False)
-      step_logits = jax.lax.dynamic_index_in_dim(step_logits, j, 1, keepdims=False)
-      step_logits = jax.lax.dynamic_index_in_dim(step_logits, c, 1, keepdims=False)
-      draw = jax.random.categorical(jax.random.fold_in(rng, t), step_logits / temperature)
-      return x.at[:, i, j, c].set(draw.astype(jnp.int32))
-
-    return jax.lax.fori_loop(start, hgt * wid * ch, body, x)
+    """Naive ancestral sampling: one full forward pass per sub-pixel, in a compiled loop
+    (autoreg.sampling.naive_raster_sample: sub-pixel t draws with fold_in(rng, t); `init`
+    and `start` continue from a partly given image)."""
+    return naive_raster_sample(self, rng, shape, temperature, init, start)

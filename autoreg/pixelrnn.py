@@ -45,6 +45,7 @@ import numpy as np
 from autoreg import likelihood
 from autoreg.masked import MaskedConv2D, jax_conv, pixelcnn_mask
 from autoreg.pixelcnn import to_network_input
+from autoreg.sampling import naive_raster_sample
 
 ARCHITECTURES = ('row_lstm', 'diagonal_bilstm')
 
@@ -265,20 +266,10 @@ class PixelRNN(nn.Module):
   # -- sampling ------------------------------------------------------------------------------
 
   def sample(self, rng, shape, temperature: float = 1.0, init=None, start=0):
-    """Naive ancestral sampling: the whole network per sub-pixel, in a compiled loop.
-    Sub-pixel t (raster order, then colour) draws with fold_in(rng, t); `init` and `start`
-    continue from a partly given image (completion): sub-pixels before `start` are kept."""
-    b, hgt, wid, ch = shape
-    x = jnp.zeros(shape, jnp.int32) if init is None else init.astype(jnp.int32)
-
-    def body(t, x):
-      i, rem = jnp.divmod(t, wid * ch)
-      j, c = jnp.divmod(rem, ch)
-      logits = self(x)[:, i, j, c]
-      draw = jax.random.categorical(jax.random.fold_in(rng, t), logits / temperature)
-      return x.at[:, i, j, c].set(draw.astype(jnp.int32))
-
-    return jax.lax.fori_loop(start, hgt * wid * ch, body, x)
+    """Naive ancestral sampling: the whole network per sub-pixel, in a compiled loop
+    (autoreg.sampling.naive_raster_sample: sub-pixel t draws with fold_in(rng, t); `init`
+    and `start` continue from a partly given image, for completions)."""
+    return naive_raster_sample(self, rng, shape, temperature, init, start)
 
   def _row(self, x, i, states):
     """Logits [B, W, C, L] of row i and each layer's (c, h) of row i, given the image x and

@@ -72,3 +72,30 @@ class CpuUsage:
       return float('nan')
     wall = end[0] - self._start[0]
     return max(0.0, (end[1] - self._start[1]) - (end[2] - self._start[2])) / wall
+
+
+def compare_samplers(name: str, title: str, model, params, shape, cached_label: str = 'cached'):
+  """Times model.sample against model.sample_cached (compiled ahead, same key), prints the
+  table, the speed-up, whether the samples are identical and the load, and emits JSON."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  rng = jax.random.key(1)
+  load0, usage = loadavg(), CpuUsage()
+  naive = lambda p, r: model.apply(p, r, shape, method='sample')
+  cached = lambda p, r: model.apply(p, r, shape, method='sample_cached')
+  c_cached, t_cached, s_cached = compile_and_time(cached, params, rng, repeats=2)
+  c_naive, t_naive, s_naive = compile_and_time(naive, params, rng)
+  same = bool(np.array_equal(np.asarray(s_naive), np.asarray(s_cached)))
+  n, size = shape[0], shape[1]
+  print(f'{title}, {n} images of {size}x{shape[2]}, {machine()}')
+  print_table([('naive', f'{c_naive:.1f}', f'{t_naive:.2f}'),
+               (cached_label, f'{c_cached:.1f}', f'{t_cached:.3f}')],
+              ('sampler', 'compile s', 'run s'))
+  print(f'speed-up {t_naive / t_cached:.1f}x; identical samples: {same}')
+  others = usage.others_cores()
+  print(f'load average before {load0}, after {loadavg()}; other processes used '
+        f'{others:.2f} cores during the run; XLA threads: all {os.cpu_count()} cores')
+  emit({'benchmark': name, 'num_images': n, 'image_size': size,
+        'naive_s': round(t_naive, 3), 'cached_s': round(t_cached, 4),
+        'speedup': round(t_naive / t_cached, 1), 'identical': same,
+        'load_before': load0, 'others_cores': round(others, 2)})

@@ -15,7 +15,6 @@ import argparse
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from benchmarks import common
 from configs import pixelrnn_binarized_mnist
@@ -33,29 +32,9 @@ def main() -> None:
   model = build_model(config.model_name, config.model.to_dict())
   shape = (n, size, size, config.model.num_channels)
   params = jax.jit(model.init)(jax.random.key(0), jnp.zeros(shape, jnp.int32))
-  rng = jax.random.key(1)
-  load0, usage = common.loadavg(), common.CpuUsage()
-
-  naive = lambda p, r: model.apply(p, r, shape, method='sample')
-  cached = lambda p, r: model.apply(p, r, shape, method='sample_cached')
-  c_cached, t_cached, s_cached = common.compile_and_time(cached, params, rng, repeats=2)
-  c_naive, t_naive, s_naive = common.compile_and_time(naive, params, rng)
-  same = bool(np.array_equal(np.asarray(s_naive), np.asarray(s_cached)))
-
-  print(f'Row LSTM PixelRNN ({config.model.num_layers} layers, h = {config.model.hidden}), '
-        f'{n} images of {size}x{size}, {common.machine()}')
-  common.print_table([('naive', f'{c_naive:.1f}', f'{t_naive:.2f}'),
-                      ('row-cached', f'{c_cached:.1f}', f'{t_cached:.3f}')],
-                     ('sampler', 'compile s', 'run s'))
-  print(f'speed-up {t_naive / t_cached:.1f}x; identical samples: {same}')
-  others = usage.others_cores()
-  print(f'load average before {load0}, after {common.loadavg()}; other processes used '
-        f'{others:.2f} cores during the run; XLA threads: all {common.os.cpu_count()} cores')
-  common.emit({'benchmark': 'pixelrnn_sampling', 'num_images': n, 'image_size': size,
-               'naive_s': round(t_naive, 3), 'cached_s': round(t_cached, 4),
-               'speedup': round(t_naive / t_cached, 1), 'identical': same,
-               'load_before': load0, 'others_cores': round(others, 2)})
-
+  common.compare_samplers(
+      'pixelrnn_sampling', f'Row LSTM PixelRNN ({config.model.num_layers} layers, '
+      f'h = {config.model.hidden})', model, params, shape, cached_label='row-cached')
 
 if __name__ == '__main__':
   main()
