@@ -321,6 +321,14 @@ def check_model_data(config, model, info) -> None:
     problems.append(f'{m} conditions on config.model.num_speakers={speakers}, but {d} has '
                     f'{info.num_speakers}. Set --config.model.num_speakers='
                     f'{info.num_speakers}.')
+  carry = getattr(model, 'carry_batch', 0)
+  if carry and not config.data.get('streams', False):
+    problems.append(f'config.model.carry_batch={carry} carries the recurrent state from one '
+                    'training window to the next, which needs contiguous streams: set '
+                    '--config.data.streams=True (or carry_batch=0).')
+  elif carry and carry != config.data.batch_size:
+    problems.append(f'config.model.carry_batch={carry} must equal config.data.batch_size='
+                    f'{config.data.batch_size} (one carried state per stream).')
   if problems:
     raise ConfigError('The model does not fit the data:\n' + '\n'.join(
         f'  {p}' for p in problems))

@@ -210,3 +210,18 @@ def test_killed_tbptt_run_resumes_bit_identically(tmp_path):
                   jax.tree.leaves((b.raw_params, b.params, b.model_state)), strict=True):
     np.testing.assert_array_equal(x, y)
   assert jax.tree.leaves(a.model_state['carry'])           # the carried state is checkpointed
+
+
+def test_carried_state_needs_streams_of_its_batch_size():
+  import configs.char_rnn_shakespeare as cfg  # pylint: disable=g-import-not-at-top
+  from experiments import input_pipeline, validation  # pylint: disable=g-import-not-at-top
+  from experiments.models import ConfigError, build_model  # pylint: disable=g-import-not-at-top
+  c = cfg.get_config('tiny')
+  model = lambda c: build_model(c.model_name, c.model.to_dict())
+  validation.check_model_data(c, model(c), input_pipeline.data_info(c.data))
+  c.data.batch_size = 16
+  with pytest.raises(ConfigError, match='carry_batch=8 must equal config.data.batch_size=16'):
+    validation.check_model_data(c, model(c), input_pipeline.data_info(c.data))
+  c.data.streams = False
+  with pytest.raises(ConfigError, match='needs contiguous streams'):
+    validation.check_model_data(c, model(c), input_pipeline.data_info(c.data))
