@@ -750,10 +750,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     if os_error is None or isinstance(e, UserError):
       raise
     kept = ''
-    try:
-      last = run.ckpt.latest_step() if run is not None and run.ckpt is not None else None
+    try:   # from the directory: orbax's own view may be broken by the failed write
+      last = workdir_lib.latest_checkpoint_step(workdir)
       kept = (f' The last complete checkpoint is step {last}.' if last is not None else '')
-    except Exception:  # pylint: disable=broad-except
+    except OSError:
       pass
     raise WorkdirError(workdir_lib.describe_os_error(
         os_error, f' (--workdir={workdir})') + kept) from e
