@@ -84,13 +84,6 @@ def test_decays_match_the_papers_formulas():
 def test_prediction_t_depends_on_characters_up_to_t_only():
   model = _model()
   params = _init(model, TEXT)
-  emb = params['params']['step']['embed']['embedding']
-
-  def out(e, t):
-    p = jax.tree.map(lambda x: x, params)
-    p['params']['step']['embed']['embedding'] = e
-    return model.apply(p, TEXT[:1, :-1])[0, t].sum()
-  del emb
   # Through the inputs: perturbing character s makes logits t change only for t >= s.
   base = model.apply(params, TEXT[:1, :-1])[0]
   for s in range(TEXT.shape[1] - 1):

@@ -35,7 +35,6 @@ def _reference_pixels(arch, h, w, layers, k_first, row_kernel=3, full_context=Tr
     y[i, j] = {(a, b) for a in range(max(0, i - r), i) for b in range(max(0, j - r),
                                                                        min(w, j + r + 1))}
     y[i, j] |= {(i, b) for b in range(max(0, j - r), j)}
-  x_row = {(i, j): {(i, b) for b in range(w)} for i, j in itertools.product(range(h), range(w))}
   for layer in range(layers):
     hs = {}
     if arch == 'row_lstm':
@@ -62,7 +61,6 @@ def _reference_pixels(arch, h, w, layers, k_first, row_kernel=3, full_context=Tr
       for i, j in itertools.product(range(h), range(w)):
         hs[i, j] = fwd[i, j] | (mir[i - 1, j] if i > 0 else set())
     y = {key: y[key] | hs[key] for key in y}
-  del x_row
   return y
 
 
