@@ -6,7 +6,10 @@ and no run of these configs has been made yet.
   DGM_DATA_DIR=/path/to/data python -m experiments.main \
       --config=configs/pixelrnn_cifar10.py:row --workdir=runs/pixelrnn_cifar_row
 
-Presets: `row` (Row LSTM) or the default Diagonal BiLSTM; `tiny` for the tests.
+Presets: `row` (Row LSTM) or the default Diagonal BiLSTM; `tiny` for the tests. Ours, not
+the paper's: the output layer width (1024, as the PixelCNN's CIFAR model; not checked against
+a PixelRNN source), Adam at 1e-3 with batch 16, and the Diagonal BiLSTM's full_context=True
+(see autoreg/pixelrnn.py; False is the paper's construction).
 """
 from configs import common
 

@@ -121,12 +121,9 @@ def _param_shapes(tree) -> dict[str, tuple]:
   container types (named tuples) are spelled differently in orbax's metadata.
   """
   params = tree.params if hasattr(tree, 'params') else tree['params']
-  flat, _ = jax.tree_util.tree_flatten_with_path(params)
-  shapes = {'/'.join(_key_name(k) for k in path): tuple(getattr(leaf, 'shape', ()))
-            for path, leaf in flat}
-  flat, _ = jax.tree_util.tree_flatten_with_path(_model_state(tree) or {})
-  shapes.update({'model_state/' + '/'.join(_key_name(k) for k in path):
-                 tuple(getattr(leaf, 'shape', ())) for path, leaf in flat})
+  shapes = _leaf_paths(params)
+  shapes.update({f'model_state/{k}': v
+                 for k, v in _leaf_paths(_model_state(tree) or {}).items()})
   return shapes
 
 

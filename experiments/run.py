@@ -62,17 +62,12 @@ def load_run(workdir: str, step: int | None = None) -> LoadedRun:
                              options=ocp.CheckpointManagerOptions(
                                  read_only=True, create=False,
                                  save_interval_steps=0)) as mngr:
-    latest = mngr.latest_step() if step is None else step
-  if latest is None:
-    raise CheckpointError(f'No checkpoint in {directory}.')
-  config = ml_collections.ConfigDict(workdir_lib.config_for_step(history, latest))
-  model = build_model(config.model_name, config.model.to_dict())
-  directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
-  step = latest
-  with ocp.CheckpointManager(directory, item_handlers=item_handlers(),
-                             options=ocp.CheckpointManagerOptions(
-                                 read_only=True, create=False,
-                                 save_interval_steps=0)) as mngr:
+    step = mngr.latest_step() if step is None else step
+    if step is None:
+      raise CheckpointError(f'No checkpoint in {directory}.')
+    # The config that wrote this checkpoint, from the run's history.
+    config = ml_collections.ConfigDict(workdir_lib.config_for_step(history, step))
+    model = build_model(config.model_name, config.model.to_dict())
     try:
       # The target comes from the checkpoint's own metadata (nested dicts: only the
       # parameter trees are needed here), placed on this process's first device, so a run
