@@ -45,7 +45,8 @@ class _DecoderStep(nn.Module):
 class Seq2Seq(nn.Module):
   """Encoder-decoder over token ids: source [B, S] and target [B, T] padded with 0; the
   target ends with EOS. Attributes: vocab_size (incl. the 3 special ids), embed_dim,
-  hidden; ss_schedule, ss_k, ss_c, ss_min as in autoreg.char_rnn."""
+  hidden; ss_schedule, ss_k, ss_c, ss_min as in autoreg.char_rnn; eval_beam: evaluation
+  also reports the exact match of beam search with this beam (0 or 1: greedy only)."""
   vocab_size: int
   embed_dim: int = 32
   hidden: int = 64
@@ -53,8 +54,13 @@ class Seq2Seq(nn.Module):
   ss_k: float = 1.0
   ss_c: float = 0.0
   ss_min: float = 0.0
+  eval_beam: int = 4
 
   def setup(self):
+    from autoreg.char_rnn import SCHEDULES  # pylint: disable=g-import-not-at-top
+    if self.ss_schedule not in SCHEDULES:
+      raise ValueError(f'Unknown scheduled-sampling schedule ss_schedule='
+                       f'{self.ss_schedule!r}; choose one of {SCHEDULES}.')
     self.src_embed = nn.Embed(self.vocab_size, self.embed_dim)
     self.encoder = nn.RNN(nn.OptimizedLSTMCell(self.hidden), return_carry=True)
     self.step = _DecoderStep(self.vocab_size, self.embed_dim, self.hidden)
@@ -69,21 +75,29 @@ class Seq2Seq(nn.Module):
 
   def decode_teacher_forced(self, source, target, eps=1.0, rng=None):
     """Log-probabilities [B, T, V] of each target token; with eps < 1 and an rng, each
-    input is the true previous token with probability eps, else the model's draw."""
+    input after BOS is the true previous token with probability eps, else the model's draw
+    at the previous step (no gradient through the draw). One nn.scan over time."""
     state, enc, mask = self.encode(source)
     b, t = target.shape
     inputs = jnp.concatenate([jnp.full((b, 1), BOS, target.dtype), target[:, :-1]], 1)
-    carry = self._start(state, b)
     rng = jax.random.key(0) if rng is None else rng
-    coins = jax.random.uniform(rng, (t, b))
-    keys = jax.random.split(jax.random.fold_in(rng, 1), t)
-    outs, drawn = [], inputs[:, 0]
-    for i in range(t):         # T is small here; a Python loop keeps the step module simple
-      token = jnp.where(coins[i] < eps, inputs[:, i], drawn) if i else inputs[:, 0]
-      carry, logp = self.step(carry, token, enc, mask)
-      drawn = jax.random.categorical(keys[i], jax.lax.stop_gradient(logp)).astype(target.dtype)
-      outs.append(logp)
-    return jnp.stack(outs, 1)
+    coins = jax.random.uniform(rng, (t, b)).at[0].set(-1.0)    # BOS is always fed
+    keys = jax.random.key_data(jax.random.split(jax.random.fold_in(rng, 1), t))
+
+    def body(step, carry, xs, enc, mask, eps):
+      dec, drawn = carry
+      true_prev, coin, key = xs
+      token = jnp.where(coin < eps, true_prev, drawn)
+      dec, logp = step(dec, token, enc, mask)
+      draw = jax.random.categorical(jax.random.wrap_key_data(key),
+                                    jax.lax.stop_gradient(logp)).astype(token.dtype)
+      return (dec, draw), logp
+
+    scan = nn.scan(body, variable_broadcast='params', split_rngs={'params': False},
+                   in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast), out_axes=1)
+    _, logp = scan(self.step, (self._start(state, b), inputs[:, 0]),
+                   (inputs.T, coins, keys), enc, mask, jnp.float32(eps))
+    return logp
 
   def log_prob(self, source, target):
     """log p(target | source) per example (padding after EOS excluded), in nats."""
@@ -104,10 +118,13 @@ class Seq2Seq(nn.Module):
     real = target != PAD
     nll = -jnp.sum(jnp.where(real, picked, 0.0), axis=1)
     n = jnp.sum(real, axis=1).astype(jnp.float32)
-    metrics = {'nll': nll, 'num_dims': n}
-    if not train:
-      metrics['exact_match'] = jnp.all(
-          (self.greedy(source, target.shape[1]) == target) | ~real, axis=1).astype(jnp.float32)
+    metrics = {'nll': nll, 'num_dims': n, 'ss_eps': jnp.full(nll.shape, eps)}
+    if not train:     # decoded to the target's width: right tokens, EOS in place, then padding
+      match = lambda out: jnp.all(out == target, axis=1).astype(jnp.float32)
+      metrics['exact_match'] = match(self.greedy(source, target.shape[1]))
+      if self.eval_beam > 1:
+        metrics['beam_exact_match'] = match(
+            self.beam_search(source, target.shape[1], self.eval_beam))
     return jnp.sum(nll) / jnp.sum(n), metrics
 
   def greedy(self, source, max_len: int):
@@ -116,7 +133,8 @@ class Seq2Seq(nn.Module):
 
   def beam_search(self, source, max_len: int, beam: int = 4):
     """The highest-scoring hypothesis (sum of log-probabilities; a finished one keeps its
-    score) of a beam of `beam`: [B, max_len], padded with 0 after EOS."""
+    score) of a beam of `beam`: [B, max_len], padded with 0 after EOS. One nn.scan over
+    the max_len steps."""
     state, enc, mask = self.encode(source)
     b, v = source.shape[0], self.vocab_size
     rep = lambda x: jnp.repeat(x, beam, axis=0)
@@ -127,18 +145,25 @@ class Seq2Seq(nn.Module):
     seqs = jnp.zeros((b, beam, max_len), jnp.int32)
     done = jnp.zeros((b, beam), bool)
     token = jnp.full((b * beam,), BOS, jnp.int32)
-    for t in range(max_len):
-      carry, logp = self.step(carry, token, enc, mask)
-      logp = logp.reshape(b, beam, v)
-      # A finished hypothesis continues only with padding, at no cost.
-      pad_only = jnp.full((v,), -1e9).at[PAD].set(0.0)
-      logp = jnp.where(done[..., None], pad_only, logp)
+    # A finished hypothesis continues only with padding, at no cost.
+    pad_only = jnp.full((v,), -1e9).at[PAD].set(0.0)
+
+    def body(step, loop, t, enc, mask):
+      carry, scores, seqs, done, token = loop
+      carry, logp = step(carry, token, enc, mask)
+      logp = jnp.where(done[..., None], pad_only, logp.reshape(b, beam, v))
       total = (scores[..., None] + logp).reshape(b, beam * v)
       scores, flat = jax.lax.top_k(total, beam)
       parent, token2 = flat // v, (flat % v).astype(jnp.int32)
-      seqs = jnp.take_along_axis(seqs, parent[..., None], 1).at[:, :, t].set(token2)
+      seqs = jnp.take_along_axis(seqs, parent[..., None], 1)
+      seqs = jax.lax.dynamic_update_slice_in_dim(seqs, token2[..., None], t, axis=2)
       done = jnp.take_along_axis(done, parent, 1) | (token2 == EOS) | (token2 == PAD)
       index = (jnp.arange(b)[:, None] * beam + parent).reshape(-1)
       carry = jax.tree.map(lambda x: x[index], carry)
-      token = token2.reshape(-1)
+      return (carry, scores, seqs, done, token2.reshape(-1)), None
+
+    scan = nn.scan(body, variable_broadcast='params', split_rngs={'params': False},
+                   in_axes=(0, nn.broadcast, nn.broadcast), length=max_len)
+    (_, _, seqs, _, _), _ = scan(self.step, (carry, scores, seqs, done, token),
+                                 jnp.arange(max_len), enc, mask)
     return seqs[:, 0]

@@ -13,8 +13,9 @@ state is part of the checkpoint, so a killed run resumes bit-identically (tested
 Evaluation is teacher forced: nats (and bits) per character over the whole validation
 split, each window from a zero state. No full run of this config has been made yet.
 
-Presets (comma-separated): gru (GRU cells), layers=N (1-3), ss=linear|exponential|
-inverse_sigmoid (the decays of Sec. 2.4 with this config's k and c), windows (independent
+Presets (comma-separated, any order): gru (GRU cells), layers=N (1-3), steps=N (training
+steps), ss=linear|exponential|inverse_sigmoid (the decays of Sec. 2.4, their k and c set
+by common.set_ss_decay so eps falls from 1 to 0.25 over the run's steps), windows (independent
 windows from zero states instead of carried streams), tiny.
 """
 from configs import common
@@ -56,12 +57,8 @@ def get_config(arg: str | None = None):
       c.model.num_layers = int(t.split('=')[1])
     elif t.startswith('ss='):
       c.model.ss_schedule = t.split('=')[1]
-      # Over num_steps: linear from 1 down to 0.25, exponential and inverse sigmoid with
-      # eps near 0.25 at the end of the run.
-      n = c.train.num_steps
-      c.model.ss_k, c.model.ss_c, c.model.ss_min = {
-          'linear': (1.0, 0.75 / n, 0.25), 'exponential': (0.25 ** (1 / n), 0.0, 0.0),
-          'inverse_sigmoid': (n / 8.0, 0.0, 0.0)}.get(c.model.ss_schedule, (1.0, 0.0, 0.0))
+    elif t.startswith('steps='):
+      c.train.num_steps = int(t.split('=')[1])
     elif t == 'tiny':
       c.model.embed_dim = 8
       c.model.hidden = 16
@@ -80,6 +77,8 @@ def get_config(arg: str | None = None):
       c.data.random_offsets = True
     else:
       raise ValueError(f'Unknown preset token {t!r} for char_rnn_shakespeare; presets: gru, '
-                       'layers=N, ss=linear|exponential|inverse_sigmoid, windows, tiny.')
+                       'layers=N, steps=N, ss=linear|exponential|inverse_sigmoid, windows, tiny.')
   c.model.carry_batch = c.data.batch_size if c.data.streams else 0
+  common.set_ss_decay(c, eps_end=0.25)
   return c
+

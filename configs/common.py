@@ -1,6 +1,8 @@
 """Defaults shared by every experiment config; each config file overrides what it needs."""
 from __future__ import annotations
 
+import math
+
 import ml_collections
 from ml_collections import config_dict
 
@@ -107,3 +109,33 @@ def iwae_stage_schedule(num_examples: int, batch_size: int, num_stages: int = 8)
   ends = [steps_per_pass * (3 ** (i + 1) - 1) // 2 for i in range(num_stages)]
   return dict(schedule='piecewise', learning_rate=1e-3, boundaries=tuple(ends[:-1]),
               factors=tuple(10.0 ** (-i / 7) for i in range(num_stages)), num_steps=ends[-1])
+
+
+def set_ss_decay(c, eps_end: float = 0.25) -> None:
+  """Scheduled sampling (Bengio et al. 2015, Sec. 2.4): k, c and eps_min of
+  config.model.ss_schedule such that eps falls from 1 to eps_end over the run.
+
+  Over config.train.num_steps = n: 'linear' eps_i = max(eps_end, 1 - (1 - eps_end) i / n);
+  'exponential' k = eps_end^(1/n); 'inverse_sigmoid' the k >= 1 with k / (k + exp(n / k))
+  = eps_end (bisection; eps starts at k / (k + 1), near 1). Call it again after changing
+  num_steps on the command line, or set ss_k/ss_c/ss_min directly.
+  """
+  n = float(c.train.num_steps)
+  m = c.model
+  schedules = ('none', 'linear', 'exponential', 'inverse_sigmoid')
+  if m.ss_schedule not in schedules:
+    raise ValueError(f'Unknown scheduled-sampling schedule {m.ss_schedule!r} (preset ss=...); '
+                     f'choose one of {", ".join(schedules[1:])}.')
+  if m.ss_schedule == 'linear':
+    m.ss_k, m.ss_c, m.ss_min = 1.0, (1.0 - eps_end) / n, eps_end
+  elif m.ss_schedule == 'exponential':
+    m.ss_k, m.ss_c, m.ss_min = eps_end ** (1.0 / n), 0.0, 0.0
+  elif m.ss_schedule == 'inverse_sigmoid':
+    lo, hi = 1.0, n                     # eps(n) grows with k
+    for _ in range(200):
+      k = 0.5 * (lo + hi)
+      if k / (k + math.exp(min(n / k, 700.0))) < eps_end:
+        lo = k
+      else:
+        hi = k
+    m.ss_k, m.ss_c, m.ss_min = 0.5 * (lo + hi), 0.0, 0.0

@@ -20,6 +20,14 @@ The data sets, and where each comes from:
 - `spoken_digit`: the Free Spoken Digit Dataset (Jakobovski et al.), mono 16-bit 8 kHz WAV
   recordings named `{digit}_{speaker}_{take}.wav`; takes 0-4 are 'test', the rest 'train'
   (the data set's own convention; TFDS ships it as a single 'train' split).
+- `reverse_strings`, `sort_strings`: synthetic transduction tasks generated here, seeded
+  (no files, no source): strings of lowercase letters, each of a length drawn uniformly,
+  whose target is the string reversed, or its letters sorted. 'train' holds 100,000
+  strings of lengths 1-15; 'validation' (1,000) and 'test' (2,000) the same lengths with
+  every training string removed (held out: so few of lengths 1-3, which training
+  exhausts); 'test_long' 2,000 strings of lengths 16-20, longer than any training string.
+  Arrays 'source' [N, longest] and 'target' [N, longest + 1] (ending with the end id 2),
+  padded with 0; ids as TRANSDUCTION_VOCAB.
 
 Sources (`load_split(..., source=...)`):
 
@@ -31,7 +39,7 @@ Sources (`load_split(..., source=...)`):
   needs TensorFlow installed even to read prepared data.
 - 'auto': 'local' if `<local_dir>/<tfds name>/` exists, else 'tfds'.
 
-`digits` ignores the source. Every data problem raises `DataError` with a message saying
+`digits` and the generated tasks ignore the source. Every data problem raises `DataError` with a message saying
 which file or directory is at fault and how to fix it. Loaded splits are cached for the
 life of the process and returned as read-only arrays.
 """
@@ -59,7 +67,15 @@ from experiments.errors import UserError
 Arrays = dict[str, np.ndarray]
 
 NAMES = ('digits', 'mnist', 'binarized_mnist', 'fashion_mnist', 'cifar10', 'tiny_shakespeare',
-         'spoken_digit')
+         'spoken_digit', 'reverse_strings', 'sort_strings')
+# Synthetic transduction tasks generated here (seeded, no files); see _generate_transduction.
+GENERATED = ('reverse_strings', 'sort_strings')
+# Token ids of the transduction tasks: 0 padding, 1 start, 2 end, then the letters.
+TRANSDUCTION_VOCAB = ('<pad>', '<s>', '</s>') + tuple('abcdefghijklmnopqrstuvwxyz')
+# split -> (number of strings, shortest, longest, seed). test_long's strings are all
+# longer than any training string.
+TRANSDUCTION_SPLITS = {'train': (100_000, 1, 15, 0), 'validation': (1_000, 1, 15, 1),
+                       'test': (2_000, 1, 15, 2), 'test_long': (2_000, 16, 20, 3)}
 SOURCES = ('auto', 'local', 'tfds')
 DATA_DIR_ENV = 'DGM_DATA_DIR'
 
@@ -121,6 +137,9 @@ _INFOS = {
                                 num_speakers=len(SPOKEN_DIGIT_SPEAKERS),
                                 sample_rate=_SPOKEN_DIGIT_RATE),
 }
+for _name in GENERATED:
+  _INFOS[_name] = DatasetInfo(_name, 'transduction', (), len(TRANSDUCTION_VOCAB), 0,
+                              tuple(TRANSDUCTION_SPLITS), vocab=TRANSDUCTION_VOCAB)
 
 # Files expected in <local_dir>/<folder>/, for error messages.
 _LOCAL_FILES = {
@@ -176,7 +195,7 @@ def load_split(name: str, split: str, *, source: str = 'auto', local_dir: str | 
   if source not in SOURCES:
     raise DataError(f'Unknown data source {source!r}; valid sources: {", ".join(SOURCES)}.')
   folder = _folder_name(name)
-  if name == 'digits':
+  if name == 'digits' or name in GENERATED:
     source, location = 'embedded', None
   else:
     root = resolve_local_dir(local_dir)
@@ -187,7 +206,7 @@ def load_split(name: str, split: str, *, source: str = 'auto', local_dir: str | 
   key = (folder, split, source, location)
   if key not in _CACHE:
     if source == 'embedded':
-      arrays = _load_digits(split)
+      arrays = _load_digits(split) if name == 'digits' else _generate_transduction(name, split)
     elif source == 'local':
       arrays = _LOCAL_LOADERS[folder](Path(location), split)
     else:
@@ -250,6 +269,42 @@ def _load_digits(split: str) -> Arrays:
   order = order[:_DIGITS_TRAIN_SIZE] if split == 'train' else order[_DIGITS_TRAIN_SIZE:]
   return {'image': digits.images[order, :, :, None].astype(np.uint8),
           'label': digits.target[order].astype(np.int32)}
+
+
+# ---------------------------------------------------------------------------------------
+# Synthetic transduction tasks
+
+
+def _random_strings(count: int, shortest: int, longest: int, seed: int,
+                    exclude: set[bytes] = frozenset()) -> list[np.ndarray]:
+  """`count` distinct letter-id strings (ids 0-25), lengths uniform in [shortest, longest],
+  none in `exclude`. Strings of a length whose every string is excluded are redrawn."""
+  rng = np.random.default_rng(seed)
+  out, seen = [], set(exclude)
+  while len(out) < count:
+    n = int(rng.integers(shortest, longest + 1))
+    s = rng.integers(0, 26, n).astype(np.int8)
+    key = s.tobytes()
+    if key not in seen:
+      seen.add(key)
+      out.append(s)
+  return out
+
+
+def _generate_transduction(name: str, split: str) -> Arrays:
+  count, shortest, longest, seed = TRANSDUCTION_SPLITS[split]
+  exclude: set[bytes] = set()
+  if split != 'train':
+    exclude = {s.tobytes() for s in _random_strings(*TRANSDUCTION_SPLITS['train'])}
+  strings = _random_strings(count, shortest, longest, seed, exclude)
+  source = np.zeros((count, longest), np.int32)
+  target = np.zeros((count, longest + 1), np.int32)
+  for i, s in enumerate(strings):
+    out = s[::-1] if name == 'reverse_strings' else np.sort(s)
+    source[i, :len(s)] = s.astype(np.int32) + 3
+    target[i, :len(s)] = out.astype(np.int32) + 3
+    target[i, len(s)] = 2      # the end id
+  return {'source': source, 'target': target}
 
 
 # ---------------------------------------------------------------------------------------

@@ -61,7 +61,8 @@ class Datasets:
   @property
   def example_shape(self) -> tuple:
     """Shape of one model input (image H, W, C; sequence length for text/audio)."""
-    key = {'image': 'image', 'text': 'text', 'audio': 'audio'}[self.info.kind]
+    key = {'image': 'image', 'text': 'text', 'audio': 'audio',
+           'transduction': 'source'}[self.info.kind]
     return tuple(self._eval_source[key].shape[1:])
 
   @property
@@ -69,6 +70,8 @@ class Datasets:
     """Dimensions each example's NLL is spread over, for bits/dim (bits/char for text)."""
     if self.info.kind == 'text':
       return self.example_shape[0] - 1   # seq_len + 1 characters predict seq_len
+    if self.info.kind == 'transduction':  # the models report each example's own count
+      return int(self._eval_source['target'].shape[1])
     return int(np.prod(self.example_shape))
 
 

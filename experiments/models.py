@@ -16,6 +16,7 @@ MODELS = {
     'wavenet': 'autoreg.wavenet:WaveNet',
     'bytenet': 'autoreg.bytenet:ByteNet',
     'char_rnn': 'autoreg.char_rnn:CharRNN',
+    'seq2seq': 'autoreg.seq2seq:Seq2Seq',
     'vae': 'latent.vae:VAE',
     'm2': 'latent.m2:M2',
     'pixelvae': 'latent.pixelvae:PixelVAE',

@@ -535,6 +535,8 @@ class Run:
       return self._write_audio(step)
     if kind == 'text':
       return self._write_text(step)
+    if kind == 'transduction':
+      return self._write_transductions(step)
     if not hasattr(self.model, 'sample'):
       return None
     n = self.config.train.num_samples
@@ -601,6 +603,30 @@ class Run:
       with open(path, 'w') as f:
         for i, t in enumerate(texts):
           f.write(f'=== sample {i} (temperature {sc.temperature}) ===\n{t}\n\n')
+    return path
+
+  def _write_transductions(self, step: int) -> str:
+    """samples/step_N.txt: num_samples evaluation sources, their targets, and the greedy
+    and beam-search outputs, each marked right or wrong."""
+    info, n = self.data.info, self.config.train.num_samples
+    batch = next(iter(self.data.eval_batches()))
+    source, target = batch['source'][:n], batch['target'][:n]
+    beam = max(1, getattr(self.model, 'eval_beam', 1))
+    fn = jax.jit(lambda variables, source: (
+        self.model.apply(variables, source, target.shape[1], method='greedy'),
+        self.model.apply(variables, source, target.shape[1], beam, method='beam_search')))
+    greedy, beamed = map(np.asarray, jax.device_get(fn(self.eval_variables, source)))
+    letters = lambda ids: ''.join(info.vocab[i] for i in ids if i > 2) or '(empty)'
+    text = lambda ids: letters(ids) + ('' if 2 in list(ids) else ' (no end)')
+    path = os.path.join(self.samples_dir, f'step_{step}.txt')
+    if jax.process_index() == 0:
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      with open(path, 'w') as f:
+        f.write(f'# {self.config.data.name} at step {step}, split {self.data.eval_split}\n')
+        for s, t, g, b in zip(source, target, greedy, beamed):
+          ok = lambda out: 'right' if np.array_equal(out, t) else 'WRONG'
+          f.write(f'source  {letters(s)}\ntarget  {text(t)}\ngreedy  {text(g)}  [{ok(g)}]\n'
+                  f'beam {beam}  {text(b)}  [{ok(b)}]\n\n')
     return path
 
   # -- Pictures of latent-variable models (experiments/latent_pictures.py) -----------------

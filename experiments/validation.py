@@ -193,6 +193,8 @@ def validate_config(config) -> None:
   p.int_('sample.length', 1)
   p.float_('sample.seconds', 0.0, low_open=True)
   _model_sizes(p)
+  # Scheduled sampling (autoreg.char_rnn.SCHEDULES; char_rnn and seq2seq).
+  p.choice('model.ss_schedule', ('none', 'linear', 'exponential', 'inverse_sigmoid'))
   if p.lines:
     head = ('The config has a problem:' if len(p.lines) == 1 else
             f'The config has {len(p.lines)} problems:')
@@ -244,6 +246,9 @@ def model_expects(name: str, model) -> dict[str, Any]:
   if name in ('bytenet', 'char_rnn'):
     return dict(kind='text', levels=g('vocab_size'), levels_field='model.vocab_size',
                 head=f'a softmax over {g("vocab_size")} characters')
+  if name == 'seq2seq':
+    return dict(kind='transduction', levels=g('vocab_size'), levels_field='model.vocab_size',
+                head=f'a softmax over {g("vocab_size")} tokens')
   if name in ('vae', 'pixelvae'):
     if name == 'vae':
       head = (f"a {g('likelihood')!r} decoder over {g('num_levels')} levels "
@@ -321,6 +326,15 @@ def check_model_data(config, model, info) -> None:
     problems.append(f'{m} conditions on config.model.num_speakers={speakers}, but {d} has '
                     f'{info.num_speakers}. Set --config.model.num_speakers='
                     f'{info.num_speakers}.')
+  prompt = config.sample.get('prompt', '') if 'sample' in config else ''
+  if info.kind == 'text' and hasattr(model, 'sample'):
+    outside = sorted({ch for ch in prompt if ch not in info.vocab})
+    if outside or not prompt:
+      problems.append(
+          f'config.sample.prompt={prompt!r}, the text the samples continue, '
+          + (f'has characters outside the vocabulary of {d}: {outside} (its '
+             f'{len(info.vocab)} characters: {"".join(info.vocab)!r}). Use only those.'
+             if outside else 'is empty. Give at least one character.'))
   carry = getattr(model, 'carry_batch', 0)
   if carry and not config.data.get('streams', False):
     problems.append(f'config.model.carry_batch={carry} carries the recurrent state from one '

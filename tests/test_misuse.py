@@ -565,3 +565,41 @@ def test_reset_optimizer_acts_once_and_sample_mode_overwrites_nothing(run_copy):
   assert os.path.exists(written) and 'sample_mode_' in written
   with open(picture, 'rb') as f:
     assert f.read() == trained_picture
+
+
+# --------------------------------------------------------------------------- sequences
+
+S2S = '--config=configs/seq2seq_reverse.py:tiny'
+
+
+@pytest.mark.parametrize('args, needles', [
+    ([S2S, '--config.model.ss_schedule=sigmoid'],
+     ["config.model.ss_schedule='sigmoid'", "'inverse_sigmoid'"]),
+    (['--config=configs/seq2seq_reverse.py:tiny,ss=sigmoid'],
+     ["Unknown scheduled-sampling schedule 'sigmoid'", 'inverse_sigmoid']),
+])
+def test_unknown_scheduled_sampling_schedule_is_named(tmp_path, args, needles):
+  workdir = tmp_path / 'run'
+  _user_error(_cli(*args, f'--workdir={workdir}'), *needles)
+  assert not workdir.exists()
+
+
+@pytest.mark.parametrize('args, needles', [
+    (['--config.sample.prompt=ROMEO~'],
+     ["config.sample.prompt='ROMEO~'", "outside the vocabulary", "['~']"]),
+    (['--config.data.seq_len=600000'],
+     ['config.data.seq_len=600000', 'too few', 'Lower seq_len']),
+    (['--config.data.seq_len=40000', '--config.data.batch_size=32',
+      '--config.model.carry_batch=32'],
+     ['config.data.batch_size=32', 'config.data.seq_len=40000', 'too few for one window']),
+])
+def test_bad_text_input_is_refused_before_training(tmp_path, args, needles):
+  from tests.conftest import shared_data_dir  # pylint: disable=g-import-not-at-top
+  root = shared_data_dir()
+  if root is None:
+    pytest.skip('no local data directory')
+  workdir = tmp_path / 'run'
+  r = _cli('--config=configs/char_rnn_shakespeare.py:tiny', f'--workdir={workdir}', *args,
+           env=_env(DGM_DATA_DIR=root))
+  _user_error(r, *needles)
+  assert not (workdir / 'checkpoints').exists()

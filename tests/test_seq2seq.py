@@ -61,3 +61,55 @@ def test_eps_one_is_teacher_forcing_and_eval_reports_exact_match():
   want = np.all((np.asarray(greedy) == np.asarray(TGT)) | (np.asarray(TGT) == PAD), axis=1)
   np.testing.assert_array_equal(metrics['exact_match'], want.astype(np.float32))
   np.testing.assert_array_equal(metrics['num_dims'], [3, 2])
+
+
+def test_eps_zero_feeds_only_the_models_draws():
+  """With eps = 0 every input after BOS is the model's own draw, so the true target
+  tokens cannot change any log-probability (only the target's length, here fixed)."""
+  model, params = _setup()
+  other = jnp.array([[4, 3, 2], [3, 3, 0]])
+  rng = jax.random.key(5)
+  a = model.apply(params, SRC, TGT, 0.0, rng, method='decode_teacher_forced')
+  b = model.apply(params, SRC, other, 0.0, rng, method='decode_teacher_forced')
+  np.testing.assert_array_equal(a, b)
+  tf = model.apply(params, SRC, TGT, 1.0, rng, method='decode_teacher_forced')
+  assert not np.allclose(a[:, 1:], tf[:, 1:])
+
+
+def test_generated_tasks_are_seeded_held_out_and_longer():
+  from experiments import datasets  # pylint: disable=g-import-not-at-top
+  train = datasets.load_split('reverse_strings', 'train')
+  seen = {tuple(r[r > 0]) for r in train['source']}
+  lengths = {}
+  for split in ('validation', 'test', 'test_long'):
+    a = datasets.load_split('reverse_strings', split)
+    s = datasets.load_split('sort_strings', split)
+    np.testing.assert_array_equal(a['source'], s['source'])      # the same strings
+    n = (a['source'] > 0).sum(1)
+    lengths[split] = (n.min(), n.max())
+    for src, tgt, srt, k in zip(a['source'], a['target'], s['target'], n):
+      assert tuple(src[src > 0]) not in seen                       # held out
+      np.testing.assert_array_equal(tgt[:k], src[:k][::-1])
+      np.testing.assert_array_equal(srt[:k], np.sort(src[:k]))
+      assert tgt[k] == EOS and (tgt[k + 1:] == PAD).all() and (src[k:] == PAD).all()
+  assert lengths['test'][1] == (train['source'] > 0).sum(1).max() == 15
+  assert lengths['test_long'] == (16, 20)
+  before = datasets.load_split('reverse_strings', 'test')['source']
+  datasets._CACHE.clear()                                           # regenerated: the same
+  np.testing.assert_array_equal(datasets.load_split('reverse_strings', 'test')['source'],
+                                before)
+
+
+def test_tiny_config_trains_evaluates_longer_strings_and_writes_decodings(tmp_path):
+  import configs.seq2seq_reverse as cfg  # pylint: disable=g-import-not-at-top
+  from experiments import train  # pylint: disable=g-import-not-at-top
+  c = cfg.get_config('tiny,ss=linear')
+  workdir = str(tmp_path / 'run')
+  result = train.train_and_evaluate(c, workdir)
+  assert result['step'] == 3 and 0 <= result['exact_match'] <= 1
+  assert 0 <= result['beam_exact_match'] <= 1 and result['ss_eps'] == 1.0   # eval: forced
+  text = (tmp_path / 'run' / 'samples' / 'step_3.txt').read_text()
+  assert text.count('\nsource  ') == c.train.num_samples and 'beam 2  ' in text
+  c.data.eval_split = 'test_long[:32]'
+  long = train.evaluate_run(c, workdir)
+  assert long['num_examples'] == 32 and 'beam_exact_match' in long
