@@ -10,7 +10,8 @@ and a softmax over the vocabulary. Ids: 0 padding, 1 start (BOS), 2 end (EOS).
 
 Training is teacher forced, or with scheduled sampling (autoreg.char_rnn's decays: the
 true previous token with probability eps, else the model's own draw). Decoding: greedy, and
-beam search (log-probabilities summed, finished hypotheses kept); beam 1 is greedy.
+beam search (log-probabilities summed, finished hypotheses kept); beam 1 is greedy. Outputs
+are never padding or BOS (neither is drawn or decoded); a hypothesis ends with EOS.
 """
 from __future__ import annotations
 
@@ -83,14 +84,17 @@ class Seq2Seq(nn.Module):
     rng = jax.random.key(0) if rng is None else rng
     coins = jax.random.uniform(rng, (t, b)).at[0].set(-1.0)    # BOS is always fed
     keys = jax.random.key_data(jax.random.split(jax.random.fold_in(rng, 1), t))
+    not_output = jnp.zeros((self.vocab_size,)).at[PAD].set(-1e9).at[BOS].set(-1e9)
 
     def body(step, carry, xs, enc, mask, eps):
       dec, drawn = carry
       true_prev, coin, key = xs
       token = jnp.where(coin < eps, true_prev, drawn)
       dec, logp = step(dec, token, enc, mask)
+      # The model's own token: padding and BOS are never outputs, so never drawn.
       draw = jax.random.categorical(jax.random.wrap_key_data(key),
-                                    jax.lax.stop_gradient(logp)).astype(token.dtype)
+                                    jax.lax.stop_gradient(logp) + not_output
+                                    ).astype(token.dtype)
       return (dec, draw), logp
 
     scan = nn.scan(body, variable_broadcast='params', split_rngs={'params': False},
@@ -145,19 +149,21 @@ class Seq2Seq(nn.Module):
     seqs = jnp.zeros((b, beam, max_len), jnp.int32)
     done = jnp.zeros((b, beam), bool)
     token = jnp.full((b * beam,), BOS, jnp.int32)
-    # A finished hypothesis continues only with padding, at no cost.
+    # A finished hypothesis continues only with padding, at no cost; a live one with any
+    # output token (not padding, not BOS), and it finishes with EOS only.
     pad_only = jnp.full((v,), -1e9).at[PAD].set(0.0)
+    not_output = jnp.zeros((v,)).at[PAD].set(-1e9).at[BOS].set(-1e9)
 
     def body(step, loop, t, enc, mask):
       carry, scores, seqs, done, token = loop
       carry, logp = step(carry, token, enc, mask)
-      logp = jnp.where(done[..., None], pad_only, logp.reshape(b, beam, v))
+      logp = jnp.where(done[..., None], pad_only, logp.reshape(b, beam, v) + not_output)
       total = (scores[..., None] + logp).reshape(b, beam * v)
       scores, flat = jax.lax.top_k(total, beam)
       parent, token2 = flat // v, (flat % v).astype(jnp.int32)
       seqs = jnp.take_along_axis(seqs, parent[..., None], 1)
       seqs = jax.lax.dynamic_update_slice_in_dim(seqs, token2[..., None], t, axis=2)
-      done = jnp.take_along_axis(done, parent, 1) | (token2 == EOS) | (token2 == PAD)
+      done = jnp.take_along_axis(done, parent, 1) | (token2 == EOS)
       index = (jnp.arange(b)[:, None] * beam + parent).reshape(-1)
       carry = jax.tree.map(lambda x: x[index], carry)
       return (carry, scores, seqs, done, token2.reshape(-1)), None

@@ -23,9 +23,12 @@ The data sets, and where each comes from:
 - `reverse_strings`, `sort_strings`: synthetic transduction tasks generated here, seeded
   (no files, no source): strings of lowercase letters, each of a length drawn uniformly,
   whose target is the string reversed, or its letters sorted. 'train' holds 100,000
-  strings of lengths 1-15; 'validation' (1,000) and 'test' (2,000) the same lengths with
-  every training string removed (held out: so few of lengths 1-3, which training
-  exhausts); 'test_long' 2,000 strings of lengths 16-20, longer than any training string.
+  distinct strings of lengths 1-15 (a length drawn uniformly, then a new string of it:
+  all 26 of length 1 and 676 of length 2 are in it); 'validation' (1,000) and 'test'
+  (2,000) strings of the same lengths that are in no earlier split (so none of lengths
+  1-2, and fewer of 3); 'test_long' 2,000 strings of lengths 16-20, longer than any
+  training string. For sorting, a held-out string may still be a permutation of a training
+  string, with the same target.
   Arrays 'source' [N, longest] and 'target' [N, longest + 1] (ending with the end id 2),
   padded with 0; ids as TRANSDUCTION_VOCAB.
 
@@ -294,8 +297,9 @@ def _random_strings(count: int, shortest: int, longest: int, seed: int,
 def _generate_transduction(name: str, split: str) -> Arrays:
   count, shortest, longest, seed = TRANSDUCTION_SPLITS[split]
   exclude: set[bytes] = set()
-  if split != 'train':
-    exclude = {s.tobytes() for s in _random_strings(*TRANSDUCTION_SPLITS['train'])}
+  # Held out: validation has no training string, test no training or validation one.
+  for other in {'validation': ['train'], 'test': ['train', 'validation']}.get(split, []):
+    exclude |= {s.tobytes() for s in _random_strings(*TRANSDUCTION_SPLITS[other], exclude)}
   strings = _random_strings(count, shortest, longest, seed, exclude)
   source = np.zeros((count, longest), np.int32)
   target = np.zeros((count, longest + 1), np.int32)

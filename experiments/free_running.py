@@ -69,10 +69,13 @@ def js_divergence(p: collections.Counter, q: collections.Counter) -> float:
 
 def score(texts: list[str], vocabulary: set[str], reference: collections.Counter,
           n: int) -> dict:
-  joined = '\n'.join(texts)
-  return {'word_rate': word_rate(joined, vocabulary),
-          f'js_{n}gram_bits': js_divergence(ngram_counts(joined, n), reference),
-          'num_words': len(words(joined))}
+  """Word rate and n-gram JS of a set of texts, each text's n-grams counted on its own."""
+  counts = collections.Counter()
+  for t in texts:
+    counts.update(ngram_counts(t, n))
+  ws = [w for t in texts for w in words(t)]
+  return {'word_rate': sum(w in vocabulary for w in ws) / len(ws) if ws else float('nan'),
+          f'js_{n}gram_bits': js_divergence(counts, reference), 'num_words': len(ws)}
 
 
 def main():
@@ -101,7 +104,8 @@ def main():
     vocabulary = set(words(train_text))
     reference = ngram_counts(train_text, args.n)
     rng = np.random.default_rng(args.seed)
-    starts = rng.integers(0, len(valid) - args.prompt_length, args.num_samples)
+    # Prompts whose following validation text is as long as a sample (the reference).
+    starts = rng.integers(0, len(valid) - args.prompt_length - args.length, args.num_samples)
     prompts = np.stack([valid[s:s + args.prompt_length] for s in starts]).astype(np.int32)
     fn = jax.jit(lambda v, key, p: run.model.apply(
         v, key, p, args.length, temperature=args.temperature, method='sample'))

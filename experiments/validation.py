@@ -195,10 +195,29 @@ def validate_config(config) -> None:
   _model_sizes(p)
   # Scheduled sampling (autoreg.char_rnn.SCHEDULES; char_rnn and seq2seq).
   p.choice('model.ss_schedule', ('none', 'linear', 'exponential', 'inverse_sigmoid'))
+  _ss_decay(p)
   if p.lines:
     head = ('The config has a problem:' if len(p.lines) == 1 else
             f'The config has {len(p.lines)} problems:')
     raise ConfigError('\n'.join([head] + [f'  {line}' for line in p.lines]))
+
+
+def _ss_decay(p: _Problems) -> None:
+  """A scheduled-sampling schedule whose parameters never decay eps (such as the defaults
+  left by --config.model.ss_schedule=... without the preset that sets them)."""
+  name, k, c = p.get('model.ss_schedule'), p.get('model.ss_k'), p.get('model.ss_c')
+  if name in (_MISSING, 'none') or not all(isinstance(x, numbers.Real) for x in (k, c)):
+    return
+  fix = (f"; the preset ss={name} sets the decay from the run's steps "
+         '(configs.common.set_ss_decay), or set config.model.ss_k and ss_c')
+  if name == 'linear' and (c <= 0 or not 0 < k <= 1):
+    p.add('model.ss_k', k, f'with ss_c={c} must give a falling eps = max(ss_min, ss_k - '
+          f'ss_c i) (0 < ss_k <= 1 and ss_c > 0){fix}')
+  elif name == 'exponential' and not 0 < k < 1:
+    p.add('model.ss_k', k, f'must satisfy 0 < value < 1 for eps = ss_k^i to decay{fix}')
+  elif name == 'inverse_sigmoid' and k < 1:
+    p.add('model.ss_k', k, f'must be >= 1 for eps = k / (k + exp(i / k)) (Bengio et al. '
+          f'2015){fix}')
 
 
 # Integer model fields that are sizes or counts: >= 1 (others, such as num_classes or

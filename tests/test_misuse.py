@@ -577,6 +577,10 @@ S2S = '--config=configs/seq2seq_reverse.py:tiny'
      ["config.model.ss_schedule='sigmoid'", "'inverse_sigmoid'"]),
     (['--config=configs/seq2seq_reverse.py:tiny,ss=sigmoid'],
      ["Unknown scheduled-sampling schedule 'sigmoid'", 'inverse_sigmoid']),
+    # A schedule named without its decay would silently stay teacher forcing.
+    ([S2S, '--config.model.ss_schedule=linear'],
+     ['config.model.ss_k=1.0', 'ss_c=0.0', 'the preset ss=linear']),
+    ([S2S, '--config.model.ss_schedule=exponential'], ['config.model.ss_k=1.0', '0 < value < 1']),
 ])
 def test_unknown_scheduled_sampling_schedule_is_named(tmp_path, args, needles):
   workdir = tmp_path / 'run'

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autoreg.seq2seq import EOS, PAD, Seq2Seq
+from autoreg.seq2seq import BOS, EOS, PAD, Seq2Seq
 
 SRC = jnp.array([[3, 4, 3, 0], [4, 4, 0, 0]])
 TGT = jnp.array([[3, 4, 2], [4, 2, 0]])
@@ -19,10 +19,29 @@ def _setup(**kw):
   return model, jax.tree.map(lambda p: 3 * p, params)     # peaked: hypotheses differ
 
 
-def test_beam_of_one_is_greedy_and_an_exhaustive_beam_is_the_brute_force_best():
+def _greedy_by_hand(model, params, source, length):
+  """Greedy decoding written independently: rescore the prefix teacher forced, append the
+  argmax output token (not padding or BOS), pad after EOS."""
+  out = np.zeros((len(source), length), np.int64)
+  for i in range(len(source)):
+    prefix = []
+    for t in range(length):
+      tgt = jnp.asarray([prefix + [PAD] * (length - t)])
+      logp = np.asarray(model.apply(params, source[i:i + 1], tgt,
+                                    method='decode_teacher_forced'))[0, t].copy()
+      logp[[PAD, BOS]] = -np.inf
+      prefix.append(int(np.argmax(logp)))
+      if prefix[-1] == EOS:
+        break
+    out[i, :len(prefix)] = prefix
+  return out
+
+
+def test_greedy_is_the_argmax_chain_and_an_exhaustive_beam_is_the_brute_force_best():
   model, params = _setup()
   length = 3
   greedy = model.apply(params, SRC, length, method='greedy')
+  np.testing.assert_array_equal(greedy, _greedy_by_hand(model, params, SRC, length))
   np.testing.assert_array_equal(model.apply(params, SRC, length, 1, method='beam_search'),
                                 greedy)
   cands = jnp.asarray(list(itertools.product(range(5), repeat=length)))
@@ -33,12 +52,15 @@ def test_beam_of_one_is_greedy_and_an_exhaustive_beam_is_the_brute_force_best():
     picked = np.asarray(jnp.take_along_axis(logp, cands[..., None], -1)[..., 0])
     scores = []
     for c, p in zip(np.asarray(cands), picked):
-      end = next((t for t in range(length) if c[t] in (EOS, PAD)), length - 1)
-      valid = (c[end + 1:] == PAD).all()
+      # A hypothesis: output tokens (no padding, no BOS) up to the first EOS, then padding;
+      # unfinished at the length limit is allowed (as the beam keeps it).
+      end = next((t for t in range(length) if c[t] == EOS), length - 1)
+      valid = (c[end + 1:] == PAD).all() and not np.isin(c[:end + 1], (PAD, BOS)).any()
       scores.append(p[:end + 1].sum() if valid else -np.inf)
     best.append(np.asarray(cands)[int(np.argmax(scores))])
   exhaustive = model.apply(params, SRC, length, 5 ** length, method='beam_search')
   np.testing.assert_array_equal(exhaustive, np.stack(best))
+  assert not np.isin(np.asarray(exhaustive)[:, 0], (PAD, BOS)).any()
 
 
 def test_source_padding_changes_nothing():
@@ -48,7 +70,7 @@ def test_source_padding_changes_nothing():
                              model.apply(params, more, TGT, method='log_prob'), rtol=1e-6)
 
 
-def test_eps_one_is_teacher_forcing_and_eval_reports_exact_match():
+def test_eps_one_is_teacher_forcing():
   tf, params = _setup()
   ss, _ = _setup(ss_schedule='linear', ss_k=1.0)
   rngs = {'sample': jax.random.key(1)}
@@ -56,11 +78,31 @@ def test_eps_one_is_teacher_forcing_and_eval_reports_exact_match():
   l_tf, _ = tf.apply(params, batch, train=True, method='loss', rngs=rngs, step=3)
   l_ss, _ = ss.apply(params, batch, train=True, method='loss', rngs=rngs, step=3)
   assert float(l_tf) == float(l_ss)
-  _, metrics = tf.apply(params, batch, train=False, method='loss')
-  greedy = tf.apply(params, SRC, TGT.shape[1], method='greedy')
-  want = np.all((np.asarray(greedy) == np.asarray(TGT)) | (np.asarray(TGT) == PAD), axis=1)
-  np.testing.assert_array_equal(metrics['exact_match'], want.astype(np.float32))
-  np.testing.assert_array_equal(metrics['num_dims'], [3, 2])
+
+
+def test_exact_match_is_the_whole_output_end_token_and_padding_included():
+  model, params = _setup()
+  greedy = np.asarray(model.apply(params, SRC, 4, method='greedy'))
+  beam = np.asarray(model.apply(params, SRC, 4, model.eval_beam, method='beam_search'))
+  # Targets the greedy decodings match, then spoilt ones.
+  target = greedy.copy()
+  ends = (target == EOS).any(1)
+  _, m = model.apply(params, {'source': SRC, 'target': jnp.asarray(target)}, train=False,
+                     method='loss')
+  np.testing.assert_array_equal(m['exact_match'], np.ones(len(SRC)))
+  np.testing.assert_array_equal(m['beam_exact_match'],
+                                np.all(beam == target, 1).astype(np.float32))
+  np.testing.assert_array_equal(m['num_dims'], (target != PAD).sum(1))
+  assert ends.all(), 'the fixture decodes to EOS within 4 tokens'
+  first = target.copy()
+  first[:, 0] = np.where(first[:, 0] == 3, 4, 3)           # another first token
+  after = target.copy()
+  k = (target == EOS).argmax(1)
+  after[np.arange(len(SRC)), np.minimum(k + 1, 3)] = 3     # a token after the EOS
+  for spoilt in (first, after):
+    _, m = model.apply(params, {'source': SRC, 'target': jnp.asarray(spoilt)}, train=False,
+                       method='loss')
+    np.testing.assert_array_equal(m['exact_match'], np.zeros(len(SRC)))
 
 
 def test_eps_zero_feeds_only_the_models_draws():
@@ -110,6 +152,15 @@ def test_tiny_config_trains_evaluates_longer_strings_and_writes_decodings(tmp_pa
   assert 0 <= result['beam_exact_match'] <= 1 and result['ss_eps'] == 1.0   # eval: forced
   text = (tmp_path / 'run' / 'samples' / 'step_3.txt').read_text()
   assert text.count('\nsource  ') == c.train.num_samples and 'beam 2  ' in text
+  # The by-length script agrees with the trainer's evaluation.
+  from experiments import datasets, run as run_lib, seq2seq_accuracy  # pylint: disable=g-import-not-at-top
+  loaded = run_lib.load_run(workdir)
+  val = datasets.load_split('reverse_strings', 'validation')
+  by = seq2seq_accuracy.accuracy_by_length(loaded.model, loaded.variables, val['source'][:64],
+                                           val['target'][:64], beam=2)
+  assert by['greedy']['all'] == result['exact_match']
+  assert by['beam']['all'] == result['beam_exact_match']
+  assert sum(by['count'].values()) == 64
   c.data.eval_split = 'test_long[:32]'
   long = train.evaluate_run(c, workdir)
   assert long['num_examples'] == 32 and 'beam_exact_match' in long
