@@ -14,6 +14,12 @@ in training. Evaluation reports the teacher-forced nats per target token and the
 match (the whole output, end token included) of greedy decoding and of beam search
 (config.model.eval_beam). Samples list evaluation strings with both decodings.
 
+Results (2026-12-02, one CPU core each, 3.7 min per run of 10,000 steps): held-out strings
+of 1-15 letters 100% exact match, greedy and beam 4, for every run below; strings of 16-20
+letters (test_long), greedy: reversal 74.1% (seed 0) and 31.1% (seed 1) with teacher
+forcing, 89.3% and 60.7% with `ss=inverse_sigmoid`; sorting 99.35% (teacher forcing) and
+98.75% (scheduled sampling). Beam 4 is within 0.2% of greedy.
+
 Presets (comma-separated, any order): sort (the sorting task), steps=N (training steps),
 ss=linear|exponential|inverse_sigmoid (scheduled sampling, eps from 1 to 0.25 over the
 run; configs.common.set_ss_decay), tiny.
