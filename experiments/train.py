@@ -206,8 +206,9 @@ def make_train_step(model, tx, schedule, *, ema_decay: float, num_dims: int, mes
     rngs = {'sample': k_sample, 'dropout': k_dropout}
     model_state = state.model_state
     # Batch norm trains on batch statistics and moves its running averages; a recurrent
-    # model carries its state from one batch to the next ('carry': truncated BPTT).
-    mutable = [c for c in ('batch_stats', 'carry') if c in model_state] or False
+    # model carries its state from one batch to the next ('carry': truncated BPTT); NVIL's
+    # running averages of its learning signal move ('running').
+    mutable = [c for c in ('batch_stats', 'carry', 'running') if c in model_state] or False
 
     # Models whose objective depends on the training step (scheduled sampling's decay)
     # take it as loss(..., step=).

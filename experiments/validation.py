@@ -276,6 +276,10 @@ def model_expects(name: str, model) -> dict[str, Any]:
       head = f'a decoder over {g("num_levels")} levels'
     return dict(kind='image', levels=g('num_levels'), levels_field='model.num_levels',
                 head=head, shape=tuple(g('image_shape')), shape_field='model.image_shape')
+  if name in ('sbn', 'darn', 'gumbel_vae'):
+    return dict(kind='image', levels=2, levels_field='model_name', exact=True,
+                head='a Bernoulli decoder (binary images)', shape=tuple(g('image_shape')),
+                shape_field='model.image_shape')
   if name == 'm2':
     return dict(kind='image', levels=2, levels_field='model_name', exact=True,
                 head='a Bernoulli decoder (binary images)', shape=tuple(g('image_shape')),
