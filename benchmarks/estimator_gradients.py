@@ -40,6 +40,7 @@ import optax
 from benchmarks import common
 from latent import enumeration
 from latent import estimators as est
+from latent import gumbel
 from latent.sbn import SBN
 
 IMAGE = (2, 5, 1)
@@ -137,9 +138,7 @@ def relaxed_estimator(temperature: float, straight_through: bool = False):
     def obj(q):
       v = {**variables, 'params': {**variables['params'], 'q_h1': q}}
       logits = m.apply(v, x, method=lambda mod, x: mod.q_nets[0](x))
-      y = jax.nn.sigmoid((logits + jax.random.logistic(key, logits.shape)) / temperature)
-      if straight_through:
-        y = y + jax.lax.stop_gradient((y > 0.5).astype(y.dtype) - y)
+      y = gumbel.binary_concrete(key, logits, temperature, hard=straight_through)
       log_px = m.apply(v, x, y, method='log_px')
       pq, lq, lq0 = jax.nn.sigmoid(logits), jax.nn.log_sigmoid(logits), jax.nn.log_sigmoid(-logits)
       kl = (pq * (lq - jax.nn.log_sigmoid(prior)) + (1 - pq) * (lq0 - jax.nn.log_sigmoid(-prior))).sum(-1)
