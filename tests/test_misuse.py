@@ -607,3 +607,26 @@ def test_bad_text_input_is_refused_before_training(tmp_path, args, needles):
            env=_env(DGM_DATA_DIR=root))
   _user_error(r, *needles)
   assert not (workdir / 'checkpoints').exists()
+
+
+# ---------------------------------------------------------------------- discrete latents
+
+SBN_TINY = '--config=configs/sbn_binarized_mnist.py:tiny'
+GUMBEL_TINY = '--config=configs/gumbel_vae_binarized_mnist.py:tiny'
+
+
+@pytest.mark.parametrize('args, needles', [
+    ([SBN_TINY, '--config.model.latent_dims=(0,)'], ['config.model.latent_dims=(0,)', '>= 1']),
+    ([SBN_TINY, '--config.model.estimator=nvill'],
+     ["estimator='nvill'", 'wake_sleep, rws, reinforce, nvil, vimco']),
+    (['--config=configs/sbn_binarized_mnist.py:vimco,tiny', '--config.model.num_samples=1'],
+     ['num_samples >= 2', '--config.model.num_samples=5']),
+    ([GUMBEL_TINY, '--config.model.temperature=0'], ['temperature=0.0 must be > 0']),
+    ([GUMBEL_TINY, '--config.model.num_latents=0'], ['num_latents=0 must be >= 1']),
+    ([GUMBEL_TINY, '--config.model.estimator=reinforce'],
+     ["estimator='reinforce' is not a relaxed estimator", 'gumbel, straight_through']),
+])
+def test_bad_discrete_latent_settings_are_named(tmp_path, data_dir, args, needles):
+  workdir = tmp_path / 'run'
+  _user_error(_cli(*args, f'--workdir={workdir}', env=_env(DGM_DATA_DIR=data_dir)), *needles)
+  assert not workdir.exists()
