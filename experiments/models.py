@@ -27,6 +27,7 @@ MODELS = {
     'realnvp': 'flows.realnvp:RealNVP',
     'glow': 'flows.glow:Glow',
     'maf': 'flows.maf:MAFModel',
+    'mnist_classifier': 'quality.classifier:MNISTClassifier',
 }
 
 
