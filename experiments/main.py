@@ -31,9 +31,16 @@ _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file, optionally with a preset: configs/x.py:tiny.',
     lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics, samples.')
-_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'sample'],
+_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'sample', 'sample_quality'],
                           'train (resumes), eval (test metrics of the latest checkpoint), '
-                          'sample (a sample grid from the latest checkpoint).')
+                          'sample (a sample grid from the latest checkpoint), '
+                          'sample_quality (FID, IS, class histogram of samples; '
+                          'experiments/sample_quality.py).')
+_CLASSIFIER_WORKDIR = flags.DEFINE_string(
+    'classifier_workdir', None, '--mode=sample_quality: workdir of a trained MNIST classifier '
+    '(configs/mnist_classifier.py).')
+_QUALITY_NUM_SAMPLES = flags.DEFINE_integer(
+    'quality_num_samples', 10000, '--mode=sample_quality: samples to draw and score.')
 _ALLOW_CHANGE = flags.DEFINE_bool(
     'allow_config_change', False,
     'Resume although fields that change what the checkpoints mean (model, data, '
@@ -201,6 +208,11 @@ def main(argv):
       print(json.dumps({'workdir': workdir, **result}))
     elif _MODE.value == 'eval':
       print(json.dumps(train.evaluate_run(config, workdir, allow_config_change=allow)))
+    elif _MODE.value == 'sample_quality':
+      from experiments import sample_quality  # pylint: disable=g-import-not-at-top
+      print(json.dumps(sample_quality.sample_quality_run(
+          config, workdir, classifier_workdir=_CLASSIFIER_WORKDIR.value,
+          num_samples=_QUALITY_NUM_SAMPLES.value, allow_config_change=allow)))
     else:
       print(f'samples: {train.sample_run(config, workdir, allow_config_change=allow)}')
   except _user_error_types() as e:
