@@ -13,6 +13,19 @@ Presets (comma-separated):
       --config=configs/darn_binarized_mnist.py --workdir=runs/darn
 
 Evaluation: the importance-sampled test log-likelihood, k = 5000 samples of q.
+
+Result (h = 200, NVIL; binarized MNIST, 10,000 test images, fixed seeded binarization):
+95.40 nats (k = 5000), 0.1756 bits/dim; test ELBO -96.16 with KL 4.98 nats, so the
+autoregressive decoder does most of the modelling and the latents little. One core of the
+2-core CPU (`taskset -c 1`; another training had the other core): 12.8 min for 60,000 steps
+of batch 100 (~89 steps/s), then 6.9 min for the evaluation.
+
+  DGM_DATA_DIR=../shared/data taskset -c 1 python -m experiments.main \
+      --config=configs/darn_binarized_mnist.py --config.train.num_steps=60000 \
+      --workdir=runs/darn
+
+The paper's number for this model is not verified here (its ICML table was not readable;
+its arXiv v1 reports coding costs in bits under its own MDL training rule).
 """
 from configs import common
 
