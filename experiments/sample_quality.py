@@ -35,6 +35,15 @@ probabilities of both, and quality/metrics.py the numbers:
 
 The result is printed and appended to `<workdir>/sample_quality.jsonl` (nothing else in
 the workdir is written).
+
+Reference levels with the classifier of configs/mnist_classifier.py (runs/mnist_classifier,
+step 2,500), 10,000 training images against the 10,000 test images (reference_scores):
+binarized MNIST (seeded binarizations, evaluation seed 0 and 1): fid_mnist_classifier
+floor 1.07, test halves 1.43, test Inception Score 9.67 +- 0.14, classifier error 0.99%;
+8-bit MNIST: floor 1.06, halves 1.45, IS 9.75 +- 0.12, error 0.68%. For scale, the
+NVIL sigmoid belief net of the README (runs/sbn_nvil, 106.73 nats), 10,000 samples:
+fid_mnist_classifier 187.6, IS 3.74 +- 0.04, all 10 classes covered, KL from uniform
+0.22 nats (11 s on one core).
 """
 from __future__ import annotations
 
