@@ -5,6 +5,7 @@ setup(
     name='dgm-jax',
     version='0.1.0',
     description='Deep generative models in JAX/Flax: autoregressive, latent-variable, flows.',
+    license='Apache-2.0',
     long_description=open('README.md').read() if __import__('os').path.exists('README.md') else '',
     long_description_content_type='text/markdown',
     python_requires='>=3.10',
