@@ -28,7 +28,8 @@ setup(
         'scikit-learn>=1.3,<2',     # ships the 8x8 digits of the offline demo
     ],
     extras_require={
-        'test': ['pytest>=8,<10', 'chex>=0.1.90,<0.2'],
+        # ruff: the linter CI runs (`ruff check .`, configured in ruff.toml).
+        'test': ['pytest>=8,<10', 'chex>=0.1.90,<0.2', 'ruff>=0.17.6,<0.18'],
         'bench': ['torch>=2.4,<2.15'],
         'tf': ['tensorflow>=2.16', 'importlib_resources'],
     },

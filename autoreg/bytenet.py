@@ -123,8 +123,8 @@ class ByteNet(nn.Module):
       tok, caches = carry
       h = self.embed(tok)[:, None]                          # [B, 1, R]
       new_caches = []
-      for l, cache in enumerate(caches):
-        h, _, cache = self.stack.block_step(l, cache, h, t)
+      for layer, cache in enumerate(caches):
+        h, _, cache = self.stack.block_step(layer, cache, h, t)
         new_caches.append(cache)
       logits = self._head(h)[:, 0]
       draw = jax.random.categorical(jax.random.fold_in(rng, t + 1), logits / temperature)

@@ -134,18 +134,18 @@ class GatedResidualStack(nn.Module):
   def receptive_field(self) -> int:
     return receptive_field(self.kernel_size, self.dilations)
 
-  def block(self, l: int, x, cond=None, decode: bool = False, train: bool = False):
-    """Block l on a sequence x [B, T, R], or with decode=True on its taps [B, k, R].
+  def block(self, layer: int, x, cond=None, decode: bool = False, train: bool = False):
+    """Block `layer` on a sequence x [B, T, R], or with decode=True on its taps [B, k, R].
 
     Returns (residual output [B, T or 1, R], skip output [B, T or 1, S] or None).
     """
-    pre = self.convs[l](x, decode=decode)
+    pre = self.convs[layer](x, decode=decode)
     if cond is not None:
       pre = pre + cond
     z = gate(pre)
     if train and self.dropout_rate > 0:
       z = self.dropout(z, deterministic=False)
-    out = self.outs[l](z)
+    out = self.outs[layer](z)
     current = x[:, -1:] if decode else x
     r = self.residual_channels
     return current + out[..., :r], (out[..., r:] if self.skip_channels else None)
@@ -153,8 +153,8 @@ class GatedResidualStack(nn.Module):
   def __call__(self, h, conds=None, train: bool = False):
     """The full pass: (residual stream after the last block, sum of skips or None)."""
     skip = None
-    for l in range(len(self.dilations)):
-      h, s = self.block(l, h, None if conds is None else conds[l], train=train)
+    for layer in range(len(self.dilations)):
+      h, s = self.block(layer, h, None if conds is None else conds[layer], train=train)
       if s is not None:
         skip = s if skip is None else skip + s
     return h, skip
@@ -166,8 +166,8 @@ class GatedResidualStack(nn.Module):
     return [jnp.zeros((batch_size, (self.kernel_size - 1) * d, self.residual_channels), dtype)
             for d in self.dilations]
 
-  def block_step(self, l: int, cache, h_t, t, cond=None):
-    """Block l at step t from its ring buffer: (h [B, 1, R], skip or None, new cache)."""
-    taps, cache = ring_taps(cache, h_t, t, self.kernel_size, self.dilations[l])
-    h, s = self.block(l, taps, cond, decode=True)
+  def block_step(self, layer: int, cache, h_t, t, cond=None):
+    """Block `layer` at step t from its ring buffer: (h [B, 1, R], skip or None, new cache)."""
+    taps, cache = ring_taps(cache, h_t, t, self.kernel_size, self.dilations[layer])
+    h, s = self.block(layer, taps, cond, decode=True)
     return h, s, cache

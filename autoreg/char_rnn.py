@@ -2,9 +2,9 @@
 scheduled sampling (Bengio, Vinyals, Jaitly & Shazeer, NeurIPS 2015, arXiv 1506.03099).
 
 p(s) = prod_t p(s_{t+1} | s_<=t): character embeddings, 1-3 layers of flax's LSTMCell or
-GRUCell (OptimizedLSTMCell: the same LSTM with its gate matrices fused; dropout between layers), a softmax over the vocabulary. The recurrence is one
-`nn.scan` over time of a step module that holds all the parameters, so teacher forcing,
-scheduled sampling and generation share them.
+GRUCell (OptimizedLSTMCell: the same LSTM with its gate matrices fused; dropout between layers), a
+softmax over the vocabulary. The recurrence is one `nn.scan` over time of a step module that holds
+all the parameters, so teacher forcing, scheduled sampling and generation share them.
 
 Scheduled sampling: at step t a coin with probability eps feeds the true previous
 character, otherwise a character drawn from the model's own prediction at t - 1 (no
@@ -60,13 +60,13 @@ class _Step(nn.Module):
     h = nn.Embed(self.vocab_size, self.embed_dim, name='embed')(token)
     k_draw, k_drop = jax.random.split(key)
     new_states = []
-    for l in range(self.num_layers):
-      cell = (nn.OptimizedLSTMCell(self.hidden, name=f'lstm_{l}') if self.cell == 'lstm' else
-              nn.GRUCell(self.hidden, name=f'gru_{l}'))
-      state, h = cell(states[l], h)
+    for layer in range(self.num_layers):
+      cell = (nn.OptimizedLSTMCell(self.hidden, name=f'lstm_{layer}') if self.cell == 'lstm' else
+              nn.GRUCell(self.hidden, name=f'gru_{layer}'))
+      state, h = cell(states[layer], h)
       new_states.append(state)
-      if self.dropout_rate > 0 and l < self.num_layers - 1:
-        keep = jax.random.bernoulli(jax.random.fold_in(k_drop, l), 1 - self.dropout_rate,
+      if self.dropout_rate > 0 and layer < self.num_layers - 1:
+        keep = jax.random.bernoulli(jax.random.fold_in(k_drop, layer), 1 - self.dropout_rate,
                                     h.shape)
         h = jnp.where(train, jnp.where(keep, h / (1 - self.dropout_rate), 0.0), h)
     logits = nn.Dense(self.vocab_size, name='logits')(h)

@@ -116,7 +116,8 @@ def sample(rng, params, num_channels: int, num_levels: int, num_mixtures: int,
                                                   num_mixtures)
   k_mix, k_logistic = jax.random.split(rng)
   comp = jax.random.categorical(k_mix, logit_probs / temperature, axis=-1)     # [...]
-  pick = lambda a: jnp.take_along_axis(a, comp[..., None, None], axis=-1)[..., 0]
+  def pick(a):
+    return jnp.take_along_axis(a, comp[..., None, None], axis=-1)[..., 0]
   means, log_scales = pick(means), pick(log_scales)                              # [..., C]
   # The full logistic: a uniform clipped to [1e-5, 1 - 1e-5] would move the tails' mass
   # onto the quantiles at +-11.5 scales.

@@ -50,8 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autoreg import distributions
-from autoreg import likelihood
+from autoreg import distributions, likelihood
 from autoreg.gating import gate
 from autoreg.masked import pixelcnn_mask
 from autoreg.pixelcnn import to_network_input
@@ -157,8 +156,8 @@ class GatedPixelCNN(nn.Module):
     # any of its channels.
     c = 1 if self._mixture else self.num_channels
     self.vertical = [Conv(f2, (p + 1, 2 * p + 1)) for p in self.pads]
-    self.horizontal = [Conv(f2, (1, p + 1), 'A' if l == 0 else 'B', c, gated=True)
-                       for l, p in enumerate(self.pads)]
+    self.horizontal = [Conv(f2, (1, p + 1), 'A' if layer == 0 else 'B', c, gated=True)
+                       for layer, p in enumerate(self.pads)]
     # Vertical features hold only rows above, so they enter every colour group unmasked.
     self.vertical_to_horizontal = [Conv(f2) for _ in kernels]
     self.skip = [Conv(self.features, mask_type='B', num_colors=c) for _ in kernels]
@@ -191,37 +190,37 @@ class GatedPixelCNN(nn.Module):
       raise ValueError(f'cond_map {cond_map.shape} must be [B, H, W, Cc] for images of '
                        f'shape {tuple(shape)}.')
     terms = []
-    for l in range(self.num_layers):
+    for layer in range(self.num_layers):
       term = None
       if self.num_classes:
         onehot = jax.nn.one_hot(label, self.num_classes)
-        term = self.label_proj[l](onehot)[:, None, None, :]
+        term = self.label_proj[layer](onehot)[:, None, None, :]
       if cond_map is not None:
-        spatial = self.map_proj[l](cond_map.astype(jnp.float32))
+        spatial = self.map_proj[layer](cond_map.astype(jnp.float32))
         term = spatial if term is None else term + spatial
       terms.append(term)
     return terms
 
-  def _vertical(self, l, window, cond):
-    """Layer l's vertical pre-activation from a window padded by (p above, p each side)."""
-    pre = self.vertical[l](window)
+  def _vertical(self, layer, window, cond):
+    """Layer `layer`'s vertical pre-activation from a window padded by (p above, p each side)."""
+    pre = self.vertical[layer](window)
     return pre if cond is None else pre + cond
 
-  def _horizontal(self, l, window, v_pre, cond, h_prev):
-    """Layer l of the horizontal stack from a window left-padded by p.
+  def _horizontal(self, layer, window, v_pre, cond, h_prev):
+    """Layer `layer` of the horizontal stack from a window left-padded by p.
 
     Returns (horizontal output or None for the last layer, skip contribution).
     """
-    pre = self.horizontal[l](window) + self.vertical_to_horizontal[l](v_pre)
+    pre = self.horizontal[layer](window) + self.vertical_to_horizontal[layer](v_pre)
     if cond is not None:
       pre = pre + cond
     y = gate(pre)
     h = None
-    if l < self.num_layers - 1:
-      h = self.residual[l](y)
-      if l > 0:  # the first layer's input has C channels, not `features`
+    if layer < self.num_layers - 1:
+      h = self.residual[layer](y)
+      if layer > 0:  # the first layer's input has C channels, not `features`
         h = h_prev + h
-    return h, self.skip[l](y)
+    return h, self.skip[layer](y)
 
   def _head(self, skip):
     h = self.hidden_out(nn.relu(skip))
@@ -248,10 +247,10 @@ class GatedPixelCNN(nn.Module):
     # Shifted down one row: the vertical stack at row i then sees rows < i only.
     v_in = jnp.pad(x, ((0, 0), (1, 0), (0, 0), (0, 0)))[:, :-1]
     h_in, skip = x, None
-    for l, p in enumerate(self.pads):
-      v_pre = self._vertical(l, jnp.pad(v_in, ((0, 0), (p, 0), (p, p), (0, 0))), cond[l])
+    for layer, p in enumerate(self.pads):
+      v_pre = self._vertical(layer, jnp.pad(v_in, ((0, 0), (p, 0), (p, p), (0, 0))), cond[layer])
       h_window = jnp.pad(h_in, ((0, 0), (0, 0), (p, 0), (0, 0)))
-      h_in, s = self._horizontal(l, h_window, v_pre, cond[l], h_in)
+      h_in, s = self._horizontal(layer, h_window, v_pre, cond[layer], h_in)
       skip = s if skip is None else skip + s
       v_in = gate(v_pre)
     out = self._head(skip)
@@ -359,35 +358,35 @@ class GatedPixelCNN(nn.Module):
       carry = dict(carry, vbuf=list(carry['vbuf']))
       v_pre = []
       window = jax.lax.dynamic_slice_in_dim(carry['xin'], i, p0 + 1, axis=1)
-      for l in range(self.num_layers):
-        c_row = None if cond[l] is None else jax.lax.dynamic_slice_in_dim(cond[l], i, 1, 1)
-        pre = self._vertical(l, window, c_row)  # [B, 1, W, 2f]
+      for layer in range(self.num_layers):
+        c_row = None if cond[layer] is None else jax.lax.dynamic_slice_in_dim(cond[layer], i, 1, 1)
+        pre = self._vertical(layer, window, c_row)  # [B, 1, W, 2f]
         v_pre.append(pre)
-        if l < self.num_layers - 1:
-          p = pads[l + 1]
-          carry['vbuf'][l] = jax.lax.dynamic_update_slice(
-              carry['vbuf'][l], gate(pre), (0, i + p, p, 0))
-          window = jax.lax.dynamic_slice_in_dim(carry['vbuf'][l], i, p + 1, axis=1)
+        if layer < self.num_layers - 1:
+          p = pads[layer + 1]
+          carry['vbuf'][layer] = jax.lax.dynamic_update_slice(
+              carry['vbuf'][layer], gate(pre), (0, i + p, p, 0))
+          window = jax.lax.dynamic_slice_in_dim(carry['vbuf'][layer], i, p + 1, axis=1)
 
       def subpixel(s, carry):
         carry = dict(carry, hbuf=list(carry['hbuf']))
         j, c = jnp.divmod(s, steps)
         t = (i * wid + j) * steps + c
         h, skip = None, None
-        for l, p in enumerate(pads):
-          if l == 0:
+        for layer, p in enumerate(pads):
+          if layer == 0:
             window = jax.lax.dynamic_slice(carry['xin'], (0, i + p0 + 1, j, 0),
                                            (b, 1, p0 + 1, ch))
           else:
-            window = jax.lax.dynamic_slice(carry['hbuf'][l], (0, 0, j, 0), (b, 1, p + 1, f))
-          v = jax.lax.dynamic_slice_in_dim(v_pre[l], j, 1, axis=2)
-          c_pix = None if cond[l] is None else jax.lax.dynamic_slice(
-              cond[l], (0, i, j, 0), (b, 1, 1, 2 * f))
-          h, sk = self._horizontal(l, window, v, c_pix, h)
+            window = jax.lax.dynamic_slice(carry['hbuf'][layer], (0, 0, j, 0), (b, 1, p + 1, f))
+          v = jax.lax.dynamic_slice_in_dim(v_pre[layer], j, 1, axis=2)
+          c_pix = None if cond[layer] is None else jax.lax.dynamic_slice(
+              cond[layer], (0, i, j, 0), (b, 1, 1, 2 * f))
+          h, sk = self._horizontal(layer, window, v, c_pix, h)
           skip = sk if skip is None else skip + sk
           if h is not None:
-            carry['hbuf'][l + 1] = jax.lax.dynamic_update_slice(
-                carry['hbuf'][l + 1], h, (0, 0, j + pads[l + 1], 0))
+            carry['hbuf'][layer + 1] = jax.lax.dynamic_update_slice(
+                carry['hbuf'][layer + 1], h, (0, 0, j + pads[layer + 1], 0))
         if self._mixture:
           params = self._head(skip).reshape(b, -1)
           draw = distributions.sample(jax.random.fold_in(rng, t), params, ch, lv,

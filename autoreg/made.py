@@ -78,7 +78,7 @@ def made_masks(num_inputs: int, hidden_sizes: Sequence[int], num_outputs_per_dim
   """
   degrees = made_degrees(num_inputs, hidden_sizes, input_order, hidden_order, seed)
   masks = [(d_out[None, :] >= d_in[:, None]).astype(np.float32)        # M^W
-           for d_in, d_out in zip(degrees[:-1], degrees[1:])]
+           for d_in, d_out in zip(degrees[:-1], degrees[1:], strict=True)]
   out = (degrees[0][None, :] > degrees[-1][:, None]).astype(np.float32)  # M^V
   masks.append(np.repeat(out, num_outputs_per_dim, axis=1))
   return masks

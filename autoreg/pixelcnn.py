@@ -13,7 +13,6 @@ right of each pixel; the Gated PixelCNN removes it.
 from __future__ import annotations
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from autoreg import likelihood

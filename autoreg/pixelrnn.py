@@ -218,10 +218,10 @@ class PixelRNN(nn.Module):
     logits = self.out_logits(nn.relu(h))
     return logits.reshape(*logits.shape[:-1], self.num_channels, self.num_levels)
 
-  def _row_lstm_layer(self, l, y):
+  def _row_lstm_layer(self, layer, y):
     b, _, w, _ = y.shape
     zeros = jnp.zeros((b, w, self.hidden), y.dtype)
-    _, h = self.rows[l]((zeros, zeros), self.input_to_state[l](y))
+    _, h = self.rows[layer]((zeros, zeros), self.input_to_state[layer](y))
     return h
 
   def _diagonal_direction(self, z, scan, width: int):
@@ -230,13 +230,13 @@ class PixelRNN(nn.Module):
     _, h = scan((zeros, zeros), skew(z))
     return unskew(h, width)
 
-  def _diagonal_layer(self, l, y, pixels):
+  def _diagonal_layer(self, layer, y, pixels):
     w = y.shape[2]
-    forward = self._diagonal_direction(self.input_to_state[l](y), self.diagonals[l], w)
-    z = self.mirror_input_to_state[l](y[:, :, ::-1])
-    if l == 0 and self.full_context:
+    forward = self._diagonal_direction(self.input_to_state[layer](y), self.diagonals[layer], w)
+    z = self.mirror_input_to_state[layer](y[:, :, ::-1])
+    if layer == 0 and self.full_context:
       z = z + self.mirror_pixels(pixels[:, :, ::-1])
-    mirrored = self._diagonal_direction(z, self.mirror_diagonals[l], w)[:, :, ::-1]
+    mirrored = self._diagonal_direction(z, self.mirror_diagonals[layer], w)[:, :, ::-1]
     # The mirrored direction sees the rest of the current row: shifted down one row, each
     # pixel gets it from the row above only.
     mirrored = jnp.pad(mirrored, ((0, 0), (1, 0), (0, 0), (0, 0)))[:, :-1]
@@ -249,10 +249,10 @@ class PixelRNN(nn.Module):
     del train
     pixels = self._input(x)
     y = self.first(pixels)
-    for l in range(self.num_layers):
-      h = (self._row_lstm_layer(l, y) if self.architecture == 'row_lstm' else
-           self._diagonal_layer(l, y, pixels))
-      y = y + self.residual[l](h)
+    for layer in range(self.num_layers):
+      h = (self._row_lstm_layer(layer, y) if self.architecture == 'row_lstm' else
+           self._diagonal_layer(layer, y, pixels))
+      y = y + self.residual[layer](h)
     return self._head(y)
 
   def log_prob(self, x):
@@ -279,12 +279,12 @@ class PixelRNN(nn.Module):
     window = jax.lax.dynamic_slice_in_dim(xf, i, 2 * k + 1, axis=1)
     y = self.first(window)[:, k:k + 1]                                # [B, 1, W, 2h]
     new_states = []
-    for l in range(self.num_layers):
-      z_is = self.input_to_state[l](y)[:, 0]                           # [B, W, 4h]
-      step = self.rows[l]
-      (c, h), _ = step(states[l], z_is[:, None])                       # one row of the scan
+    for layer in range(self.num_layers):
+      z_is = self.input_to_state[layer](y)[:, 0]                       # [B, W, 4h]
+      step = self.rows[layer]
+      (c, h), _ = step(states[layer], z_is[:, None])                   # one row of the scan
       new_states.append((c, h))
-      y = y + self.residual[l](h[:, None])
+      y = y + self.residual[layer](h[:, None])
     return self._head(y)[:, 0], new_states
 
   def sample_cached(self, rng, shape, temperature: float = 1.0):

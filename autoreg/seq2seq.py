@@ -124,7 +124,8 @@ class Seq2Seq(nn.Module):
     n = jnp.sum(real, axis=1).astype(jnp.float32)
     metrics = {'nll': nll, 'num_dims': n, 'ss_eps': jnp.full(nll.shape, eps)}
     if not train:     # decoded to the target's width: right tokens, EOS in place, then padding
-      match = lambda out: jnp.all(out == target, axis=1).astype(jnp.float32)
+      def match(out):
+        return jnp.all(out == target, axis=1).astype(jnp.float32)
       metrics['exact_match'] = match(self.greedy(source, target.shape[1]))
       if self.eval_beam > 1:
         metrics['beam_exact_match'] = match(
@@ -141,7 +142,8 @@ class Seq2Seq(nn.Module):
     the max_len steps."""
     state, enc, mask = self.encode(source)
     b, v = source.shape[0], self.vocab_size
-    rep = lambda x: jnp.repeat(x, beam, axis=0)
+    def rep(x):
+      return jnp.repeat(x, beam, axis=0)
     carry = jax.tree.map(rep, self._start(state, b))
     enc, mask = rep(enc), rep(mask)
     # Only the first beam is live at the start, so the k copies do not repeat one another.

@@ -19,8 +19,8 @@ quantized uniformly in f. The network (Sec. 2.1-2.4, Fig. 3-4; autoreg.causal_co
     the mu-law levels, Sec. 2.2).
 
 Receptive field R = input_kernel + num_stacks (kernel_size - 1) (2^num_layers - 1)
-samples: output t depends on exactly x_{t-R} .. x_{t-1} (tested by gradients). With the defaults of the CPU config
-(input kernel 2, 2 stacks of dilations 1..512) R = 2048 samples, 0.256 s at 8 kHz.
+samples: output t depends on exactly x_{t-R} .. x_{t-1} (tested by gradients). With the defaults of
+the CPU config (input kernel 2, 2 stacks of dilations 1..512) R = 2048 samples, 0.256 s at 8 kHz.
 
 Conditioning: global (Eq. 5) one-hot speaker and digit-class vectors h, one linear map
 V per layer and per vector (`num_speakers`, `num_classes`; 0 turns either off); local
@@ -49,10 +49,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autoreg import distributions
-from autoreg import likelihood
-from autoreg.causal_conv import CausalConv1D, GatedResidualStack, receptive_field, ring_taps
-from autoreg.causal_conv import shift_right
+from autoreg import distributions, likelihood
+from autoreg.causal_conv import (
+  CausalConv1D,
+  GatedResidualStack,
+  receptive_field,
+  ring_taps,
+  shift_right,
+)
 from autoreg.pixelcnn import to_network_input
 
 PCM_SCALE = 32768.0   # int16 full scale
@@ -212,11 +216,11 @@ class WaveNet(nn.Module):
                        f'= {y.shape[1]} samples, fewer than the {length} to condition.')
     return y[:, :length]
 
-  def _cond(self, l, glob, feat):
-    """Layer l's conditioning term: global plus V' * y of the local features."""
-    term = glob[l]
+  def _cond(self, layer, glob, feat):
+    """Layer `layer`'s conditioning term: global plus V' * y of the local features."""
+    term = glob[layer]
     if feat is not None:
-      loc = self.local_proj[l](feat)
+      loc = self.local_proj[layer](feat)
       term = loc if term is None else term + loc
     return term
 
@@ -250,8 +254,8 @@ class WaveNet(nn.Module):
     # The input at t is x_{t-1} (silence at t = 0): output t never sees x_t.
     h = self.input_conv(shift_right(x[..., None], 1))
     skip = None
-    for l in range(len(self.dilations)):
-      h, s = self.stack.block(l, h, self._cond(l, glob, feat))
+    for layer in range(len(self.dilations)):
+      h, s = self.stack.block(layer, h, self._cond(layer, glob, feat))
       skip = s if skip is None else skip + s
     return self._head(skip)
 
@@ -347,8 +351,8 @@ class WaveNet(nn.Module):
       h = self.input_conv(taps, decode=True)
       feat_t = None if feat is None else jax.lax.dynamic_slice_in_dim(feat, t, 1, 1)
       skip, new_caches = None, []
-      for l, cache in enumerate(caches):
-        h, s, cache = self.stack.block_step(l, cache, h, t, self._cond(l, glob, feat_t))
+      for layer, cache in enumerate(caches):
+        h, s, cache = self.stack.block_step(layer, cache, h, t, self._cond(layer, glob, feat_t))
         skip = s if skip is None else skip + s
         new_caches.append(cache)
       out = self._head(skip)[:, 0]

@@ -45,18 +45,19 @@ def torch_model(torch, params, vocab, embed, hidden, layers):
 
   net = Net()
   p = jax.tree.map(np.asarray, params['params']['step'])
-  t = lambda a: torch.tensor(np.ascontiguousarray(a))
+  def t(a):
+    return torch.tensor(np.ascontiguousarray(a))
   with torch.no_grad():
     net.embed.weight.copy_(t(p['embed']['embedding']))
-    for l in range(layers):
-      cell = p[f'lstm_{l}']
+    for layer in range(layers):
+      cell = p[f'lstm_{layer}']
       w_ih = np.concatenate([cell[f'i{g}']['kernel'].T for g in 'ifgo'])
       w_hh = np.concatenate([cell[f'h{g}']['kernel'].T for g in 'ifgo'])
       b_hh = np.concatenate([cell[f'h{g}']['bias'] for g in 'ifgo'])
-      getattr(net.lstm, f'weight_ih_l{l}').copy_(t(w_ih))
-      getattr(net.lstm, f'weight_hh_l{l}').copy_(t(w_hh))
-      getattr(net.lstm, f'bias_hh_l{l}').copy_(t(b_hh))
-      getattr(net.lstm, f'bias_ih_l{l}').zero_()
+      getattr(net.lstm, f'weight_ih_l{layer}').copy_(t(w_ih))
+      getattr(net.lstm, f'weight_hh_l{layer}').copy_(t(w_hh))
+      getattr(net.lstm, f'bias_hh_l{layer}').copy_(t(b_hh))
+      getattr(net.lstm, f'bias_ih_l{layer}').zero_()
     net.out.weight.copy_(t(p['logits']['kernel'].T))
     net.out.bias.copy_(t(p['logits']['bias']))
   return net

@@ -30,7 +30,7 @@ def machine() -> str:
 def print_table(rows: list[tuple], header: tuple) -> None:
   widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
   for r in [header, tuple('-' * w for w in widths), *rows]:
-    print('  '.join(str(v).ljust(w) for v, w in zip(r, widths)))
+    print('  '.join(str(v).ljust(w) for v, w in zip(r, widths, strict=False)))
 
 
 def emit(result: dict) -> None:
@@ -81,8 +81,10 @@ def compare_samplers(name: str, title: str, model, params, shape, cached_label: 
   import numpy as np  # pylint: disable=g-import-not-at-top
   rng = jax.random.key(1)
   load0, usage = loadavg(), CpuUsage()
-  naive = lambda p, r: model.apply(p, r, shape, method='sample')
-  cached = lambda p, r: model.apply(p, r, shape, method='sample_cached')
+  def naive(p, r):
+    return model.apply(p, r, shape, method='sample')
+  def cached(p, r):
+    return model.apply(p, r, shape, method='sample_cached')
   c_cached, t_cached, s_cached = compile_and_time(cached, params, rng, repeats=2)
   c_naive, t_naive, s_naive = compile_and_time(naive, params, rng)
   same = bool(np.array_equal(np.asarray(s_naive), np.asarray(s_cached)))

@@ -38,9 +38,8 @@ import numpy as np
 import optax
 
 from benchmarks import common
-from latent import enumeration
+from latent import enumeration, gumbel
 from latent import estimators as est
-from latent import gumbel
 from latent.sbn import SBN
 
 IMAGE = (2, 5, 1)
@@ -49,7 +48,7 @@ BATCH = 4
 
 
 def _flat(tree):
-  return jnp.concatenate([l.ravel() for l in jax.tree.leaves(tree)])
+  return jnp.concatenate([leaf.ravel() for leaf in jax.tree.leaves(tree)])
 
 
 def make_problem(seed: int = 0, scale: float = 1.5):
@@ -61,8 +60,8 @@ def make_problem(seed: int = 0, scale: float = 1.5):
   v = model.init({'params': k_init, 'sample': k_init}, {'image': x0}, method='loss')
   leaves, tree = jax.tree.flatten(v['params'])
   keys = jax.random.split(k_w, len(leaves))
-  params = jax.tree.unflatten(tree, [scale * jax.random.normal(k, l.shape)
-                                     for k, l in zip(keys, leaves)])
+  params = jax.tree.unflatten(tree, [scale * jax.random.normal(k, leaf.shape)
+                                     for k, leaf in zip(keys, leaves, strict=True)])
   v = {**v, 'params': params}
   _, x = model.apply(v, k_x, BATCH, method='dream')
   return model, v, x.reshape((BATCH,) + IMAGE).astype(jnp.int32)
@@ -141,7 +140,8 @@ def relaxed_estimator(temperature: float, straight_through: bool = False):
       y = gumbel.binary_concrete(key, logits, temperature, hard=straight_through)
       log_px = m.apply(v, x, y, method='log_px')
       pq, lq, lq0 = jax.nn.sigmoid(logits), jax.nn.log_sigmoid(logits), jax.nn.log_sigmoid(-logits)
-      kl = (pq * (lq - jax.nn.log_sigmoid(prior)) + (1 - pq) * (lq0 - jax.nn.log_sigmoid(-prior))).sum(-1)
+      kl = (pq * (lq - jax.nn.log_sigmoid(prior))
+            + (1 - pq) * (lq0 - jax.nn.log_sigmoid(-prior))).sum(-1)
       return -(log_px - kl).mean()
     return _flat(jax.grad(obj)(variables['params']['q_h1']))
   return f

@@ -48,8 +48,10 @@ def time_model(config_name: str, preset: str | None, n: int, repeats: int) -> di
       {'params': jax.random.key(1), 'sample': jax.random.key(2)}, b, train=False,
       method='loss'))({'image': images})
   num_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(variables['params']))
-  sample = lambda v, r: model.apply(v, r, shape, method='sample')
-  density = lambda v, x: model.apply(v, x, method='log_prob')
+  def sample(v, r):
+    return model.apply(v, r, shape, method='sample')
+  def density(v, x):
+    return model.apply(v, x, method='log_prob')
   x = (images.astype(jnp.float32) + 0.5) / 256.0
   c_s, t_s, out = common.compile_and_time(sample, variables, jax.random.key(3), repeats=repeats)
   c_d, t_d, lp = common.compile_and_time(density, variables, x, repeats=repeats)

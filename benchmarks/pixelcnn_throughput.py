@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import glob
 import os
 import re
@@ -120,13 +121,13 @@ def forward_flops(kw: dict, batch: int, size: int) -> float:
   """Multiply-adds x 2 of every convolution of one forward pass (elementwise ops left out)."""
   f, c, n = kw['features'], kw['num_channels'], kw['num_layers']
   total = 0
-  for l in range(n):
-    k = kw['first_kernel'] if l == 0 else kw['kernel_size']
-    p, cin = k // 2, (c if l == 0 else f)
+  for layer in range(n):
+    k = kw['first_kernel'] if layer == 0 else kw['kernel_size']
+    p, cin = k // 2, (c if layer == 0 else f)
     total += (p + 1) * (2 * p + 1) * cin * 2 * f      # vertical
     total += (p + 1) * cin * 2 * f                    # horizontal
     total += 2 * f * 2 * f + f * f                    # vertical->horizontal, skip
-    total += f * f if l < n - 1 else 0                # residual
+    total += f * f if layer < n - 1 else 0            # residual
   total += f * kw['output_features'] + kw['output_features'] * c * kw['num_levels']
   return 2.0 * total * batch * size * size
 
@@ -228,16 +229,17 @@ def reimplemented_logits(params, x, kw: dict, how: str, how_1x1: str, fuse: bool
   x = to_network_input(x, nl) if not jnp.issubdtype(x.dtype, jnp.floating) else x
   v_in = jnp.pad(x, ((0, 0), (1, 0), (0, 0), (0, 0)))[:, :-1]
   h_in, skip = x, None
-  for l, k in enumerate(kernels):
+  for layer, k in enumerate(kernels):
     p = k // 2
     cin = h_in.shape[-1]
-    v_pre = conv(jnp.pad(v_in, ((0, 0), (p, 0), (p, p), (0, 0))), kernel(f'vertical_{l}'),
-                 how, how_1x1) + bias(f'vertical_{l}')
-    hk = kernel(f'horizontal_{l}', current_pixel_mask((1, p + 1), cin, 2 * f,
-                                                      'A' if l == 0 else 'B', c, gated=True))
-    v2h = kernel(f'vertical_to_horizontal_{l}')
+    v_pre = conv(jnp.pad(v_in, ((0, 0), (p, 0), (p, p), (0, 0))), kernel(f'vertical_{layer}'),
+                 how, how_1x1) + bias(f'vertical_{layer}')
+    hk = kernel(f'horizontal_{layer}',
+                current_pixel_mask((1, p + 1), cin, 2 * f, 'A' if layer == 0 else 'B', c,
+                                   gated=True))
+    v2h = kernel(f'vertical_to_horizontal_{layer}')
     h_window = jnp.pad(h_in, ((0, 0), (0, 0), (p, 0), (0, 0)))
-    hb = bias(f'horizontal_{l}') + bias(f'vertical_to_horizontal_{l}')
+    hb = bias(f'horizontal_{layer}') + bias(f'vertical_to_horizontal_{layer}')
     if fuse:
       cols = _patches(h_window, 1, p + 1) + [v_pre]
       w = jnp.concatenate([hk.reshape((p + 1) * cin, 2 * f), v2h[0, 0]], axis=0)
@@ -245,8 +247,8 @@ def reimplemented_logits(params, x, kw: dict, how: str, how_1x1: str, fuse: bool
     else:
       pre = conv(h_window, hk, how, how_1x1) + conv(v_pre, v2h, how, how_1x1) + hb
     y = gate(pre)
-    last = l == n - 1
-    names = [f'skip_{l}'] + ([] if last else [f'residual_{l}'])
+    last = layer == n - 1
+    names = [f'skip_{layer}'] + ([] if last else [f'residual_{layer}'])
     if fuse and not last:
       w = jnp.concatenate([kernel(m, mask_b(f, f))[0, 0] for m in names], axis=-1)
       b = jnp.concatenate([bias(m) for m in names])
@@ -255,7 +257,7 @@ def reimplemented_logits(params, x, kw: dict, how: str, how_1x1: str, fuse: bool
       s = conv1x1(names[0], y)
       h = None if last else conv1x1(names[1], y)
     if not last:
-      h_in = h if l == 0 else h_in + h
+      h_in = h if layer == 0 else h_in + h
     skip = s if skip is None else skip + s
     v_in = gate(v_pre)
   out = conv1x1('logits_out', jax.nn.relu(conv1x1('hidden_out', jax.nn.relu(skip))))
@@ -325,6 +327,7 @@ class TorchRunner:
 
   def __init__(self, kw: dict, params, batch: dict, opt_cfg, ema_decay: float, threads: int):
     import torch
+
     from benchmarks import torch_gated_pixelcnn as tg
     self.torch, self.threads = torch, threads
     self.model = tg.GatedPixelCNNTorch(**kw)
@@ -432,7 +435,8 @@ def time_ops(kw: dict, batch: int, size: int, reps: int, torch_threads):
     for impl, how, opts in impls:
       if how[1] == 'chunkdw' and kh * kw_ > 1:   # the same program as 'xla conv noynnconv'
         continue
-      f = lambda x, k, how=how: conv(x, k, *how)
+      def f(x, k, how=how):
+        return conv(x, k, *how)
       fns = (lambda x, k, dy, f=f: f(x, k),
              lambda x, k, dy, f=f: jax.vjp(lambda k: f(x, k), k)[1](dy)[0],
              lambda x, k, dy, f=f: jax.vjp(lambda x: f(x, k), x)[1](dy)[0])
@@ -443,16 +447,17 @@ def time_ops(kw: dict, batch: int, size: int, reps: int, torch_threads):
     kt = torch.from_numpy(k).permute(3, 2, 0, 1).contiguous()
     dyt = torch.from_numpy(dy).permute(0, 3, 1, 2).contiguous()
 
-    def tbwd(mask):
+    def tbwd(dyt, xt, kt, mask):
       return torch.ops.aten.convolution_backward(dyt, xt, kt, None, [1, 1], [0, 0], [1, 1],
                                                  False, [0, 0], 1, mask)
+    # functools.partial binds this shape's tensors (no closure over the loop's variables).
     for t in torch_threads:
       torch.set_num_threads(t)
       with torch.no_grad():
         res[f'torch {t} thread' + ('s' if t > 1 else '')] = (
-            _torch_best(lambda: torch.nn.functional.conv2d(xt, kt), reps),
-            _torch_best(lambda: tbwd([False, True, False]), reps),
-            _torch_best(lambda: tbwd([True, False, False]), reps))
+            _torch_best(functools.partial(torch.nn.functional.conv2d, xt, kt), reps),
+            _torch_best(functools.partial(tbwd, dyt, xt, kt, [False, True, False]), reps),
+            _torch_best(functools.partial(tbwd, dyt, xt, kt, [True, False, False]), reps))
     for impl, ts in res.items():
       rows.append((name, uses, impl) + tuple(f'{t * 1e3:.2f} ({flops / t / 1e9:.0f})'
                                              for t in ts))

@@ -41,8 +41,9 @@ class GatedPixelCNNTorch(nn.Module):
     f, f2, c = features, 2 * features, num_channels
     ins = [c] + [f] * (num_layers - 1)
     self.vertical = nn.ModuleList(
-        nn.Conv2d(i, f2, (p + 1, 2 * p + 1)) for i, p in zip(ins, self.pads))
-    self.horizontal = nn.ModuleList(nn.Conv2d(i, f2, (1, p + 1)) for i, p in zip(ins, self.pads))
+        nn.Conv2d(i, f2, (p + 1, 2 * p + 1)) for i, p in zip(ins, self.pads, strict=True))
+    self.horizontal = nn.ModuleList(
+        nn.Conv2d(i, f2, (1, p + 1)) for i, p in zip(ins, self.pads, strict=True))
     self.vertical_to_horizontal = nn.ModuleList(nn.Conv2d(f2, f2, 1) for _ in kernels)
     self.skip = nn.ModuleList(nn.Conv2d(f, f, 1) for _ in kernels)
     self.residual = nn.ModuleList(nn.Conv2d(f, f, 1) for _ in range(num_layers - 1))
@@ -53,13 +54,13 @@ class GatedPixelCNNTorch(nn.Module):
     # are all ones (every mask-B 1x1 of a grey model) are skipped: multiplying by them
     # changes nothing. Only the first horizontal layer's mask A is left for grey images.
     self._masked = {}
-    for l, p in enumerate(self.pads):
-      self._add_mask(f'horizontal.{l}', self.horizontal[l],
-                     current_pixel_mask((1, p + 1), ins[l], f2, 'A' if l == 0 else 'B', c,
-                                        gated=True))
-      self._add_mask(f'skip.{l}', self.skip[l], current_pixel_mask((1, 1), f, f, 'B', c))
-      if l < num_layers - 1:
-        self._add_mask(f'residual.{l}', self.residual[l],
+    for layer, p in enumerate(self.pads):
+      self._add_mask(f'horizontal.{layer}', self.horizontal[layer],
+                     current_pixel_mask((1, p + 1), ins[layer], f2,
+                                        'A' if layer == 0 else 'B', c, gated=True))
+      self._add_mask(f'skip.{layer}', self.skip[layer], current_pixel_mask((1, 1), f, f, 'B', c))
+      if layer < num_layers - 1:
+        self._add_mask(f'residual.{layer}', self.residual[layer],
                        current_pixel_mask((1, 1), f, f, 'B', c))
     self._add_mask('hidden_out', self.hidden_out,
                    current_pixel_mask((1, 1), f, output_features, 'B', c))
@@ -85,15 +86,15 @@ class GatedPixelCNNTorch(nn.Module):
     x = (x.to(torch.float32) * (2.0 / (self.num_levels - 1)) - 1.0).permute(0, 3, 1, 2)
     v_in = F.pad(x, (0, 0, 1, 0))[:, :, :-1]   # shifted down one row
     h_in, skip = x, None
-    for l, p in enumerate(self.pads):
-      v_pre = self._conv(self.vertical[l], F.pad(v_in, (p, p, p, 0)))
-      pre = (self._conv(self.horizontal[l], F.pad(h_in, (p, 0, 0, 0)))
-             + self._conv(self.vertical_to_horizontal[l], v_pre))
+    for layer, p in enumerate(self.pads):
+      v_pre = self._conv(self.vertical[layer], F.pad(v_in, (p, p, p, 0)))
+      pre = (self._conv(self.horizontal[layer], F.pad(h_in, (p, 0, 0, 0)))
+             + self._conv(self.vertical_to_horizontal[layer], v_pre))
       y = _gate(pre)
-      if l < self.num_layers - 1:
-        h = self._conv(self.residual[l], y)
-        h_in = h if l == 0 else h_in + h
-      s = self._conv(self.skip[l], y)
+      if layer < self.num_layers - 1:
+        h = self._conv(self.residual[layer], y)
+        h_in = h if layer == 0 else h_in + h
+      s = self._conv(self.skip[layer], y)
       skip = s if skip is None else skip + s
       v_in = _gate(v_pre)
     out = self._conv(self.logits_out, F.relu(self._conv(self.hidden_out, F.relu(skip))))

@@ -38,8 +38,7 @@ import numpy as np
 
 from autoreg.wavenet import mu_law_encode
 from benchmarks import common
-from experiments import datasets
-from experiments import input_pipeline
+from experiments import datasets, input_pipeline
 from experiments import run as run_lib
 
 LENGTH_BUCKET = 1024    # padded batch lengths are multiples of this (fewer compilations)

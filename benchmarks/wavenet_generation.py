@@ -17,9 +17,9 @@ speed does not depend on the weights.
 
 realtime_factor = seconds of audio generated per wall-clock second by the fast generator,
 over the whole batch (its samples/s over 8000; > 1 is faster than real time); each of the
-b sequences alone advances at realtime_factor / b of real time (also printed). The machine's load is printed: on a shared CPU the
-figures move with it. The last line is a JSON object with naive_s, fast_s, speedup and
-realtime_factor.
+b sequences alone advances at realtime_factor / b of real time (also printed). The machine's load is
+printed: on a shared CPU the figures move with it. The last line is a JSON object with naive_s,
+fast_s, speedup and realtime_factor.
 """
 from __future__ import annotations
 
@@ -55,10 +55,12 @@ def main() -> None:
   rng = jax.random.key(1)
   load0, usage = common.loadavg(), common.CpuUsage()
 
-  fast = lambda p, r: model.apply(p, r, (b, length), speaker=speaker, label=label,
-                                  method='sample_fast')
-  naive = lambda p, r: model.apply(p, r, (b, length), speaker=speaker, label=label,
-                                   stop=prefix, method='sample')
+  def fast(p, r):
+    return model.apply(p, r, (b, length), speaker=speaker, label=label,
+                       method='sample_fast')
+  def naive(p, r):
+    return model.apply(p, r, (b, length), speaker=speaker, label=label,
+                       stop=prefix, method='sample')
   c_fast, t_fast, s_fast = common.compile_and_time(fast, params, rng,
                                                    repeats=1 if args.quick else 2)
   c_naive, t_prefix, s_naive = common.compile_and_time(naive, params, rng)

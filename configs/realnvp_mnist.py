@@ -7,11 +7,11 @@ bijectors.
       --config=configs/realnvp_mnist.py --workdir=runs/realnvp_mnist
 
 Default (for an accelerator): the paper's CIFAR-10 coupling networks (8 residual blocks of
-64 features; we double the features at each coarser scale) on three scales, 28x28 -> 14x14 -> 7x7: per scale 3
-checkerboard couplings, a squeeze, 3 channel-wise couplings and half the channels factored
-out; 4 checkerboard couplings at the last scale. Adam at 1e-3, batch 64, as in the paper.
-Published: 1.06 bits/dim on MNIST (Real NVP as listed in later comparisons, e.g. FFJORD,
-Grathwohl et al. 2019, arXiv 1810.01367); the paper itself reports CIFAR-10, 3.49
+64 features; we double the features at each coarser scale) on three scales, 28x28 -> 14x14 -> 7x7:
+per scale 3 checkerboard couplings, a squeeze, 3 channel-wise couplings and half the channels
+factored out; 4 checkerboard couplings at the last scale. Adam at 1e-3, batch 64, as in the paper.
+Published: 1.06 bits/dim on MNIST (Real NVP as listed in later comparisons, e.g. FFJORD, Grathwohl
+et al. 2019, arXiv 1810.01367); the paper itself reports CIFAR-10, 3.49
 (configs/realnvp_cifar10.py).
 
 Presets:

@@ -42,9 +42,9 @@ Sources (`load_split(..., source=...)`):
   needs TensorFlow installed even to read prepared data.
 - 'auto': 'local' if `<local_dir>/<tfds name>/` exists, else 'tfds'.
 
-`digits` and the generated tasks ignore the source. Every data problem raises `DataError` with a message saying
-which file or directory is at fault and how to fix it. Loaded splits are cached for the
-life of the process and returned as read-only arrays.
+`digits` and the generated tasks ignore the source. Every data problem raises `DataError` with a
+message saying which file or directory is at fault and how to fix it. Loaded splits are cached for
+the life of the process and returned as read-only arrays.
 """
 from __future__ import annotations
 
@@ -497,7 +497,7 @@ def _spoken_digit_arrays(recordings: Sequence[tuple[str, np.ndarray]], split: st
                  key=lambda pair: pair[0])
   lengths = np.array([len(audio) for _, audio in keyed], np.int32)
   audio = np.zeros((len(keyed), lengths.max()), np.int16)
-  for row, (_, samples) in zip(audio, keyed):
+  for row, (_, samples) in zip(audio, keyed, strict=True):
     row[:len(samples)] = samples
   digit, speaker, take = np.ascontiguousarray(np.array([key for key, _ in keyed], np.int32).T)
   return {'audio': audio, 'length': lengths, 'label': digit, 'speaker': speaker, 'take': take}

@@ -78,6 +78,40 @@ def score(texts: list[str], vocabulary: set[str], reference: collections.Counter
           f'js_{n}gram_bits': js_divergence(counts, reference), 'num_words': len(ws)}
 
 
+def evaluate_run(run, args) -> dict:
+  """The scores of one loaded run's samples, and of as much real validation text."""
+  from experiments import datasets, input_pipeline  # pylint: disable=g-import-not-at-top
+  data = run.config.data
+  info = input_pipeline.data_info(data)
+
+  def load(split):
+    return datasets.load_split(data.name, split, source=data.source,
+                               local_dir=data.local_dir)['text']
+
+  def decode(ids):
+    return ''.join(info.vocab[i] for i in ids)
+
+  train_text, valid = decode(load('train')), np.asarray(load('validation'))
+  vocabulary = set(words(train_text))
+  reference = ngram_counts(train_text, args.n)
+  rng = np.random.default_rng(args.seed)
+  # Prompts whose following validation text is as long as a sample (the reference).
+  starts = rng.integers(0, len(valid) - args.prompt_length - args.length, args.num_samples)
+  prompts = np.stack([valid[s:s + args.prompt_length] for s in starts]).astype(np.int32)
+  fn = jax.jit(lambda v, key, p: run.model.apply(
+      v, key, p, args.length, temperature=args.temperature, method='sample'))
+  ids = np.asarray(fn(run.variables, jax.random.key(args.seed), jnp.asarray(prompts)))
+  texts = [decode(row[args.prompt_length:]) for row in ids]
+  out = score(texts, vocabulary, reference, args.n)
+  # The ceiling: as much real validation text, cut where the samples' prompts end.
+  real = [decode(valid[s + args.prompt_length:s + args.prompt_length + args.length])
+          for s in starts]
+  out['validation_text'] = score(real, vocabulary, reference, args.n)
+  out.update(step=run.step, temperature=args.temperature, num_samples=args.num_samples,
+             length=args.length, example=texts[0][:300])
+  return out
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('workdirs', nargs='+')
@@ -89,35 +123,12 @@ def main():
   parser.add_argument('--seed', type=int, default=0)
   args = parser.parse_args()
 
-  from experiments import datasets, input_pipeline  # pylint: disable=g-import-not-at-top
   from experiments.run import load_run  # pylint: disable=g-import-not-at-top
 
   results = {}
   for workdir in args.workdirs:
     run = load_run(workdir)
-    data = run.config.data
-    info = input_pipeline.data_info(data)
-    load = lambda split: datasets.load_split(data.name, split, source=data.source,
-                                             local_dir=data.local_dir)['text']
-    decode = lambda ids: ''.join(info.vocab[i] for i in ids)
-    train_text, valid = decode(load('train')), np.asarray(load('validation'))
-    vocabulary = set(words(train_text))
-    reference = ngram_counts(train_text, args.n)
-    rng = np.random.default_rng(args.seed)
-    # Prompts whose following validation text is as long as a sample (the reference).
-    starts = rng.integers(0, len(valid) - args.prompt_length - args.length, args.num_samples)
-    prompts = np.stack([valid[s:s + args.prompt_length] for s in starts]).astype(np.int32)
-    fn = jax.jit(lambda v, key, p: run.model.apply(
-        v, key, p, args.length, temperature=args.temperature, method='sample'))
-    ids = np.asarray(fn(run.variables, jax.random.key(args.seed), jnp.asarray(prompts)))
-    texts = [decode(row[args.prompt_length:]) for row in ids]
-    out = score(texts, vocabulary, reference, args.n)
-    # The ceiling: as much real validation text, cut where the samples' prompts end.
-    real = [decode(valid[s + args.prompt_length:s + args.prompt_length + args.length])
-            for s in starts]
-    out['validation_text'] = score(real, vocabulary, reference, args.n)
-    out.update(step=run.step, temperature=args.temperature, num_samples=args.num_samples,
-               length=args.length, example=texts[0][:300])
+    out = evaluate_run(run, args)
     results[workdir] = out
     print(f'{workdir} (step {run.step}): word rate {out["word_rate"]:.4f} '
           f'(validation text {out["validation_text"]["word_rate"]:.4f}), '

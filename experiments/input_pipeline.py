@@ -142,7 +142,8 @@ def _random_crop(length: int):
       out['audio'] = audio[start:start + length]
       out['mask'] = np.ones(length, bool)
     else:
-      out['audio'] = audio[:length] if audio.shape[0] >= length else np.pad(audio, (0, length - audio.shape[0]))
+      out['audio'] = (audio[:length] if audio.shape[0] >= length
+                      else np.pad(audio, (0, length - audio.shape[0])))
       out['mask'] = np.arange(length) < n
     out['length'] = np.int32(min(n, length))
     return out
@@ -198,7 +199,8 @@ def _prepare_split(cfg, info: DatasetInfo, spec: str, train: bool) -> tuple[dict
     if train:
       transform = _random_crop(cfg.crop_length)
     else:
-      arrays = dict(arrays, mask=np.arange(arrays['audio'].shape[1])[None] < arrays['length'][:, None])
+      arrays = dict(arrays,
+                    mask=np.arange(arrays['audio'].shape[1])[None] < arrays['length'][:, None])
   return arrays, transform
 
 
@@ -279,12 +281,14 @@ def _semi_supervised_train_iter(cfg, info: DatasetInfo, arrays, transform, *, se
   labelled['labelled'] = np.ones(len(subset), bool)
   # The unlabelled stream is the label-free pipeline's stream (same seeds) plus the flag;
   # the labelled stream has seeds of its own, and is binarized afresh each draw too.
-  u = _batched_stream(unlabelled, transform, seed, seed + 1, cfg.batch_size,
-                      process_index, process_count)
-  l = _batched_stream(labelled, transform, seed + 2, seed + 3, lbs,
-                      process_index, process_count)
-  length = min(len(u), len(l))   # both are practically infinite; zip needs equal lengths
-  ds = grain.experimental.ZipMapDataset([u[:length], l[:length]]).map(_concat_batches)
+  u_stream = _batched_stream(unlabelled, transform, seed, seed + 1, cfg.batch_size,
+                             process_index, process_count)
+  l_stream = _batched_stream(labelled, transform, seed + 2, seed + 3, lbs,
+                             process_index, process_count)
+  # Both are practically infinite; zip needs equal lengths.
+  length = min(len(u_stream), len(l_stream))
+  ds = grain.experimental.ZipMapDataset(
+      [u_stream[:length], l_stream[:length]]).map(_concat_batches)
   return iter(ds.to_iter_dataset())
 
 

@@ -22,9 +22,7 @@ import sys
 import traceback
 import warnings
 
-from absl import app
-from absl import flags
-from absl import logging
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -194,6 +192,7 @@ def main(argv):
     _fail(f'--config={_flag_value(sys.argv, "config")} could not be loaded: '
           f'{type(e).__name__}: {e}', e)
   import jax  # after flag parsing, so --help is fast
+
   from experiments import train  # pylint: disable=g-import-not-at-top
   from experiments import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   try:

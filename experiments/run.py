@@ -12,7 +12,6 @@ constants) need them in every apply: `run.variables` is {'params': run.params,
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any
 
@@ -81,7 +80,8 @@ def load_run(workdir: str, step: int | None = None) -> LoadedRun:
     except Exception as e:
       raise CheckpointError(f'Checkpoint {directory}/{step} could not be restored '
                             f'({type(e).__name__}: {e}).') from e
-  to_jnp = lambda t: jax.tree.map(jnp.asarray, t)
+  def to_jnp(t):
+    return jax.tree.map(jnp.asarray, t)
   return LoadedRun(config=config, model=model, params=to_jnp(state['ema_params']),
                    raw_params=to_jnp(state['params']), step=step, workdir=workdir,
                    model_state=to_jnp(dict(state.get('model_state') or {})),

@@ -4,8 +4,8 @@ Every model goes through the same interface (CONVENTIONS.md): the trainer builds
 `Model(**config.model)` and calls `model.apply(..., batch, train=..., method='loss')`, which
 returns `(objective, metrics)`; per-example metrics are arrays of shape [batch] and 'nll'
 (nats per example) is turned into bits/dim by `autoreg.likelihood`, over the data's
-dimensions or, where examples differ in length, over a per-example 'num_dims' metric. Models that can
-generate have `sample(rng, shape)`.
+dimensions or, where examples differ in length, over a per-example 'num_dims' metric. Models that
+can generate have `sample(rng, shape)`.
 
 Data parallelism is `jax.jit` over a 1-D `Mesh` whose axis 'data' shards the batch; the
 train state is replicated. Per-step randomness is `fold_in(rng, step)`, the data position is
@@ -26,7 +26,6 @@ import re
 import time
 from typing import Any
 
-from absl import logging
 import flax
 import flax.traverse_util
 import jax
@@ -34,12 +33,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from absl import logging
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from autoreg import likelihood
 from experiments import audio, images, input_pipeline, latent_pictures, validation
 from experiments import workdir as workdir_lib
-from experiments.checkpointing import CheckpointError, Checkpointer
+from experiments.checkpointing import Checkpointer, CheckpointError
 from experiments.errors import UserError, WorkdirError
 from experiments.models import build_model
 from experiments.writers import MetricWriter
@@ -81,7 +82,7 @@ def _piecewise_pieces(cfg) -> tuple[list[int], list[float]]:
                      f'than boundaries (one learning-rate factor per piece); got '
                      f'{len(boundaries)} boundaries {boundaries} and {len(factors)} factors.')
   if any(b != int(b) for b in boundaries) or any(
-      b <= a for a, b in zip((0,) + boundaries, boundaries)):
+      b <= a for a, b in zip((0,) + boundaries, boundaries, strict=False)):
     raise ValueError(f'config.optimizer.boundaries must be increasing positive integer steps, '
                      f'got {boundaries}.')
   if not all(np.isfinite(f) and f > 0 for f in factors):
@@ -578,7 +579,7 @@ class Run:
     directory = os.path.join(self.samples_dir, f'step_{step}')
     if jax.process_index() == 0:
       os.makedirs(directory, exist_ok=True)
-      for i, (d, w) in enumerate(zip(np.asarray(labels), waves)):
+      for i, (d, w) in enumerate(zip(np.asarray(labels), waves, strict=True)):
         audio.write_wav(os.path.join(directory, f'speaker_{sc.speaker}_digit_{d}_{i}.wav'),
                         w, info.sample_rate)
     return directory
@@ -617,17 +618,25 @@ class Run:
         self.model.apply(variables, source, target.shape[1], method='greedy'),
         self.model.apply(variables, source, target.shape[1], beam, method='beam_search')))
     greedy, beamed = map(np.asarray, jax.device_get(fn(self.eval_variables, source)))
-    letters = lambda ids: ''.join(info.vocab[i] for i in ids if i > 2) or '(empty)'
-    text = lambda ids: letters(ids) + ('' if 2 in list(ids) else ' (no end)')
+
+    def letters(ids):
+      return ''.join(info.vocab[i] for i in ids if i > 2) or '(empty)'
+
+    def text(ids):
+      return letters(ids) + ('' if 2 in list(ids) else ' (no end)')
+
+    def verdict(out, expected):
+      return 'right' if np.array_equal(out, expected) else 'WRONG'
+
     path = os.path.join(self.samples_dir, f'step_{step}.txt')
     if jax.process_index() == 0:
       os.makedirs(os.path.dirname(path), exist_ok=True)
       with open(path, 'w') as f:
         f.write(f'# {self.config.data.name} at step {step}, split {self.data.eval_split}\n')
-        for s, t, g, b in zip(source, target, greedy, beamed):
-          ok = lambda out: 'right' if np.array_equal(out, t) else 'WRONG'
-          f.write(f'source  {letters(s)}\ntarget  {text(t)}\ngreedy  {text(g)}  [{ok(g)}]\n'
-                  f'beam {beam}  {text(b)}  [{ok(b)}]\n\n')
+        for s, t, g, b in zip(source, target, greedy, beamed, strict=True):
+          f.write(f'source  {letters(s)}\ntarget  {text(t)}\n'
+                  f'greedy  {text(g)}  [{verdict(g, t)}]\n'
+                  f'beam {beam}  {text(b)}  [{verdict(b, t)}]\n\n')
     return path
 
   # -- Pictures of latent-variable models (experiments/latent_pictures.py) -----------------

@@ -134,7 +134,7 @@ _MISSING = object()
 
 def validate_config(config) -> None:
   """Raises one ConfigError listing every problem of `config`; returns None if it is sound."""
-  from experiments.train import OPTIMIZER_KEYS, SCHEDULES   # pylint: disable=g-import-not-at-top
+  from experiments.train import OPTIMIZER_KEYS, SCHEDULES  # pylint: disable=g-import-not-at-top
   p = _Problems(config)
   p.unknown('', TOP_KEYS)
   for section, known in (('data', DATA_KEYS), ('optimizer', OPTIMIZER_KEYS),
@@ -251,7 +251,8 @@ def model_expects(name: str, model) -> dict[str, Any]:
   """What a registered model's output distribution needs of its data: kind, levels (and
   whether they must match exactly), channels, image shape, labels, with the config fields
   that set each. An unregistered model is not checked ({})."""
-  g = lambda field, default=None: getattr(model, field, default)
+  def g(field, default=None):
+    return getattr(model, field, default)
   if name in ('pixelcnn', 'gated_pixelcnn', 'pixelrnn'):
     head = 'discretized logistic mixture' if g('output') == 'logistic_mixture' else 'categorical'
     return dict(kind='image', levels=g('num_levels'), levels_field='model.num_levels',
@@ -293,7 +294,7 @@ def model_expects(name: str, model) -> dict[str, Any]:
 
 
 def _data_fix(kind: str) -> str:
-  from experiments import datasets   # pylint: disable=g-import-not-at-top
+  from experiments import datasets  # pylint: disable=g-import-not-at-top
   names = [n for n in datasets.NAMES if datasets.get_info(n).kind == kind]
   return f'config.data.name (the {kind} data sets: {", ".join(names)})'
 

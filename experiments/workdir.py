@@ -9,12 +9,11 @@ history of changes, and metrics that hold each step once.
   {'start_step', 'time', 'changes', 'config'}. Checkpoint t was written by the last entry
   whose start_step < t (the first entry for t = 0), which is what `load_run` reports.
 
-A resume compares the new config with the config that wrote the latest checkpoint. Fields that may change mid-run
-(MUTABLE: learning rate and schedule, steps, logging, evaluation and sample settings,
-where the data lives) are allowed, logged and recorded. Fields that change what a
-checkpoint means (the model, the data, the objective, the seed, the optimizer's kind) refuse
-to resume, listing the differences, unless the start is a deliberate one
-(`--allow_config_change`: a fine-tuning start).
+A resume compares the new config with the config that wrote the latest checkpoint. Fields that may
+change mid-run (MUTABLE: learning rate and schedule, steps, logging, evaluation and sample settings,
+where the data lives) are allowed, logged and recorded. Fields that change what a checkpoint means
+(the model, the data, the objective, the seed, the optimizer's kind) refuse to resume, listing the
+differences, unless the start is a deliberate one (`--allow_config_change`: a fine-tuning start).
 """
 from __future__ import annotations
 

@@ -260,7 +260,7 @@ class Conditioner(nn.Module):
   def __call__(self, x):
     image = x.ndim == 4
     kernels = self.kernel_sizes or (3,) * len(self.hidden)
-    for features, k in zip(self.hidden, kernels):
+    for features, k in zip(self.hidden, kernels, strict=True):
       x = nn.Conv(features, (k, k))(x) if image else nn.Dense(features)(x)
       x = nn.relu(x)
     if image:
@@ -505,9 +505,9 @@ def lu_weight(permutation, lower, upper, sign_s, log_s) -> jnp.ndarray:
   """W = P L (U + diag(sign(s) * exp(log|s|))), L unit lower and U strictly upper triangular
   (only those parts of `lower` and `upper` are used)."""
   c = permutation.shape[0]
-  l = jnp.tril(lower, -1) + jnp.eye(c, dtype=lower.dtype)
+  l_unit = jnp.tril(lower, -1) + jnp.eye(c, dtype=lower.dtype)
   u = jnp.triu(upper, 1) + jnp.diag(sign_s * jnp.exp(log_s))
-  return permutation @ l @ u
+  return permutation @ l_unit @ u
 
 
 class LUInvertible1x1Conv(Bijector):
@@ -546,9 +546,9 @@ class LUInvertible1x1Conv(Bijector):
     log_det = _batch_constant(x, _spatial_size(x) * jnp.sum(log_s.astype(jnp.float32)))
     if not inverse:
       return _channel_matmul(x, lu_weight(perm, lower, upper, sign_s, log_s)), log_det
-    l = jnp.tril(lower, -1) + jnp.eye(c, dtype=lower.dtype)
+    l_unit = jnp.tril(lower, -1) + jnp.eye(c, dtype=lower.dtype)
     u = jnp.triu(upper, 1) + jnp.diag(sign_s * jnp.exp(log_s))
-    l_inv_pt = jax.scipy.linalg.solve_triangular(l, perm.T, lower=True, unit_diagonal=True)
+    l_inv_pt = jax.scipy.linalg.solve_triangular(l_unit, perm.T, lower=True, unit_diagonal=True)
     w_inv = jax.scipy.linalg.solve_triangular(u, l_inv_pt, lower=False)
     return _channel_matmul(x, w_inv), -log_det
 

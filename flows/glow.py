@@ -125,17 +125,17 @@ class Glow(ImageFlow):
       raise ValueError(f'permutation={self.permutation!r}; choose one of {PERMUTATIONS}.')
     additive = self.coupling == 'additive'
     levels, priors, shapes = [], [], []
-    for l in range(self.num_levels):
-      layers = [fb.Squeeze(name=f'level{l}_squeeze')]
+    for level in range(self.num_levels):
+      layers = [fb.Squeeze(name=f'level{level}_squeeze')]
       h, w, c = h // 2, w // 2, 4 * c
       for k in range(self.num_steps):
-        layers += [fb.ActNorm(name=f'level{l}_step{k}_actnorm'),
-                   self._permutation_layer(l, k),
+        layers += [fb.ActNorm(name=f'level{level}_step{k}_actnorm'),
+                   self._permutation_layer(level, k),
                    fb.GlowCoupling(self.hidden_features, additive=additive,
-                                   name=f'level{l}_step{k}_coupling')]
+                                   name=f'level{level}_step{k}_coupling')]
       levels.append(fb.Chain(layers))
-      if l < self.num_levels - 1:
-        priors.append(SplitPrior(name=f'level{l}_split'))
+      if level < self.num_levels - 1:
+        priors.append(SplitPrior(name=f'level{level}_split'))
         shapes.append((h, w, c - c // 2))
         c = c // 2
     shapes.append((h, w, c))
@@ -160,12 +160,12 @@ class Glow(ImageFlow):
   def _flow(self, y, train):
     log_det = jnp.zeros((y.shape[0],), jnp.float32)
     latents = []
-    for l, chain in enumerate(self.levels):
+    for level, chain in enumerate(self.levels):
       y, ld = chain(y, inverse=False, train=train)
       log_det = log_det + ld
-      if l < self.num_levels - 1:
+      if level < self.num_levels - 1:
         keep = y.shape[-1] // 2
-        eps2, ld = self.split_priors[l](y[..., :keep], y[..., keep:])
+        eps2, ld = self.split_priors[level](y[..., :keep], y[..., keep:])
         latents.append(eps2)
         log_det = log_det + ld
         y = y[..., :keep]
@@ -180,9 +180,9 @@ class Glow(ImageFlow):
     y = parts[-1]
     if self.learn_top:
       y, _ = self.top_prior(y, inverse=True)
-    for l in reversed(range(self.num_levels)):
-      if l < self.num_levels - 1:
-        z2, _ = self.split_priors[l](y, parts[l], inverse=True)
+    for level in reversed(range(self.num_levels)):
+      if level < self.num_levels - 1:
+        z2, _ = self.split_priors[level](y, parts[level], inverse=True)
         y = jnp.concatenate([y, z2], axis=-1)
-      y, _ = self.levels[l](y, inverse=True)
+      y, _ = self.levels[level](y, inverse=True)
     return y

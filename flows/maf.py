@@ -9,11 +9,11 @@ included, as in the authors' code (github gpapamak/maf, ml/models/mafs.py
 MaskedAutoregressiveFlow: a BatchNorm after each MADE, following Real NVP); its running
 averages live in 'batch_stats'.
 
-Images (the paper's MNIST and CIFAR-10 experiments): the flat image, dequantized and mapped to logit space,
-y = logit(lambda + (1 - 2 lambda) x) with lambda = 1e-6, the Jacobian entering the
-likelihood (flows/models.py). The MNIST models use MADEs of two hidden layers of 1024 ReLU
-units (the code's run_experiments.py: [1024] * 2 for every MNIST model); Papamakarios et
-al. report MAF (5) at about 1.89 bits/pixel on MNIST.
+Images (the paper's MNIST and CIFAR-10 experiments): the flat image, dequantized and mapped to logit
+space, y = logit(lambda + (1 - 2 lambda) x) with lambda = 1e-6, the Jacobian entering the likelihood
+(flows/models.py). The MNIST models use MADEs of two hidden layers of 1024 ReLU units (the code's
+run_experiments.py: [1024] * 2 for every MNIST model); Papamakarios et al. report MAF (5) at about
+1.89 bits/pixel on MNIST.
 
 Density evaluation (and so training) is one pass per layer; sampling and `decode` invert
 each layer with D sequential MADE passes.

@@ -149,6 +149,7 @@ class DARN(EstimatedLoss, nn.Module):
     """Binary images [N, H, W, C] drawn ancestrally: h unit by unit, then x pixel by pixel."""
     del temperature
     if tuple(shape[1:]) != tuple(self.image_shape):
-      raise ValueError(f'DARN samples have shape [N, {tuple(self.image_shape)}], asked for {shape}.')
+      raise ValueError(f'DARN samples have shape [N, {tuple(self.image_shape)}], '
+                       f'asked for {shape}.')
     _, x = self.dream(rng, shape[0])
     return x.reshape(tuple(shape)).astype(jnp.int32)

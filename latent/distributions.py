@@ -64,4 +64,5 @@ def discretized_logistic_log_prob(x_int, mean, log_scale, num_levels: int = 256,
 
 def logistic_mean_to_levels(mean, num_levels: int = 256):
   """The integer image nearest a logistic mean on [-1, 1]."""
-  return jnp.clip(jnp.round((mean + 1.0) * (num_levels - 1) / 2.0), 0, num_levels - 1).astype(jnp.int32)
+  levels = jnp.round((mean + 1.0) * (num_levels - 1) / 2.0)
+  return jnp.clip(levels, 0, num_levels - 1).astype(jnp.int32)

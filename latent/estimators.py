@@ -83,10 +83,10 @@ def vimco_signals(log_w):
 class NVILBaseline(nn.Module):
   """NVIL's variance reduction (Mnih & Gregor 2014, Sec. 3.1-3.3, Algorithm 1).
 
-  __call__(x, l, train) -> (signal [K, B], baseline loss [B]). C_psi(x) is an MLP with one
+  __call__(x, log_w, train) -> (signal [K, B], baseline loss [B]). C_psi(x) is an MLP with one
   hidden layer of `hidden` tanh units (0: no input-dependent baseline); c and v are
   exponential running averages (decay `decay`) of the batch mean and variance of
-  l - C_psi(x), kept in the 'running' collection, updated before use as in Algorithm 1,
+  log_w - C_psi(x), kept in the 'running' collection, updated before use as in Algorithm 1,
   and only in training (evaluation reads them).
   """
   hidden: int = 100
@@ -95,15 +95,15 @@ class NVILBaseline(nn.Module):
   variance_normalization: bool = True
 
   @nn.compact
-  def __call__(self, x, l, train: bool = True):
-    l = sg(l)
+  def __call__(self, x, log_w, train: bool = True):
+    log_w = sg(log_w)
     if self.hidden > 0:
       cx = nn.Dense(1, name='out')(jnp.tanh(nn.Dense(self.hidden, name='hidden')(x)))[..., 0]
     else:
-      cx = jnp.zeros(l.shape[1:], l.dtype)
+      cx = jnp.zeros(log_w.shape[1:], log_w.dtype)
     c = self.variable('running', 'mean', lambda: jnp.zeros((), jnp.float32))
     v = self.variable('running', 'var', lambda: jnp.zeros((), jnp.float32))
-    r = l - sg(cx)[None]
+    r = log_w - sg(cx)[None]
     if train and not self.is_initializing() and self.is_mutable_collection('running'):
       a = self.decay
       c.value = a * c.value + (1 - a) * r.mean()
@@ -111,7 +111,7 @@ class NVILBaseline(nn.Module):
     signal = r - c.value if self.centering else r
     if self.variance_normalization:
       signal = signal / jnp.maximum(1.0, jnp.sqrt(v.value))
-    target = l - (c.value if self.centering else 0.0)
+    target = log_w - (c.value if self.centering else 0.0)
     baseline_loss = 0.5 * ((target - cx[None]) ** 2).mean(0)
     return sg(signal), baseline_loss
 

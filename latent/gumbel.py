@@ -28,11 +28,11 @@ two-class case). Both are reparameterized: the gradient flows through y to the l
   categorical, the logit (a + l) / tau for a binary unit; Maddison Appendix C.3-C.4).
 
 The model a researcher evaluates is the discrete one, p(z) the (learned or uniform) prior
-and p(x | z) the decoder at a one-hot (binary) z: `log_weights` draw discrete z ~ q(z | x), so the k = 5000
-importance-sampled log-likelihood of the VAE family (latent/iwae.py) and the 'elbo' of
-evaluation (one discrete sample, the exact KL) are those of the discrete model, whatever
-relaxation trained it. The relaxed objective at the final temperature is reported beside
-them as 'relaxed_loss'.
+and p(x | z) the decoder at a one-hot (binary) z: `log_weights` draw discrete z ~ q(z | x), so the
+k = 5000 importance-sampled log-likelihood of the VAE family (latent/iwae.py) and the 'elbo' of
+evaluation (one discrete sample, the exact KL) are those of the discrete model, whatever relaxation
+trained it. The relaxed objective at the final temperature is reported beside them as
+'relaxed_loss'.
 """
 from __future__ import annotations
 

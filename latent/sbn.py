@@ -132,11 +132,12 @@ class SBN(EstimatedLoss, nn.Module):
       raise ValueError(f'baseline_decay={self.baseline_decay} must be in [0, 1).')
     dims = [int(d) for d in self.latent_dims]
     self.prior_logits = self.param('prior_logits', nn.initializers.zeros, (dims[-1],))
-    # p_nets[0]: h_1 -> x; p_nets[l]: h_{l+1} -> h_l. q_nets[0]: x -> h_1; q_nets[l]: h_l -> h_{l+1}.
+    # p_nets[0]: h_1 -> x; p_nets[l]: h_{l+1} -> h_l.
+    # q_nets[0]: x -> h_1; q_nets[l]: h_l -> h_{l+1}.
     self.p_nets = [nn.Dense(self.num_dims, name='p_x')] + [
-        nn.Dense(dims[l - 1], name=f'p_h{l}') for l in range(1, len(dims))]
+        nn.Dense(dims[layer - 1], name=f'p_h{layer}') for layer in range(1, len(dims))]
     self.q_nets = [nn.Dense(dims[0], name='q_h1')] + [
-        nn.Dense(dims[l], name=f'q_h{l + 1}') for l in range(1, len(dims))]
+        nn.Dense(dims[layer], name=f'q_h{layer + 1}') for layer in range(1, len(dims))]
     if self.estimator == 'nvil':
       self.baseline = est.NVILBaseline(self.baseline_hidden, self.baseline_decay,
                                        self.centering, self.variance_normalization)
@@ -148,7 +149,7 @@ class SBN(EstimatedLoss, nn.Module):
     keys = jax.random.split(rng, len(self.q_nets))
     inp = jnp.broadcast_to(x, (num_samples,) + x.shape)
     hs, log_q = [], 0.0
-    for net, key in zip(self.q_nets, keys):
+    for net, key in zip(self.q_nets, keys, strict=True):
       logits = net(inp)
       h = est.bernoulli_sample(key, logits)
       log_q = log_q + est.bernoulli_log_prob(h, logits)
@@ -159,7 +160,7 @@ class SBN(EstimatedLoss, nn.Module):
   def q_log_prob(self, x, hs):
     """log q(h | x) [...] of given binary h_1..h_L."""
     inp, log_q = jnp.broadcast_to(x, hs[0].shape[:-1] + x.shape[-1:]), 0.0
-    for net, h in zip(self.q_nets, hs):
+    for net, h in zip(self.q_nets, hs, strict=True):
       log_q = log_q + est.bernoulli_log_prob(h, net(inp))
       inp = h
     return log_q
@@ -168,8 +169,8 @@ class SBN(EstimatedLoss, nn.Module):
     """log p(x, h_1..h_L) [...] (the prior, each layer given the one above, x given h_1)."""
     logits = jnp.broadcast_to(self.prior_logits, hs[-1].shape)
     log_p = est.bernoulli_log_prob(hs[-1], logits)
-    for l in range(len(hs) - 1, 0, -1):
-      log_p = log_p + est.bernoulli_log_prob(hs[l - 1], self.p_nets[l](hs[l]))
+    for layer in range(len(hs) - 1, 0, -1):
+      log_p = log_p + est.bernoulli_log_prob(hs[layer - 1], self.p_nets[layer](hs[layer]))
     return log_p + self.log_px(x, hs[0])
 
   def log_px(self, x, h1):
@@ -181,8 +182,8 @@ class SBN(EstimatedLoss, nn.Module):
     h = est.bernoulli_sample(keys[-1], jnp.broadcast_to(self.prior_logits,
                                                         (n, self.latent_dims[-1])))
     hs = [h]
-    for l in range(len(self.latent_dims) - 1, 0, -1):
-      h = est.bernoulli_sample(keys[l], self.p_nets[l](h))
+    for layer in range(len(self.latent_dims) - 1, 0, -1):
+      h = est.bernoulli_sample(keys[layer], self.p_nets[layer](h))
       hs.insert(0, h)
     x = est.bernoulli_sample(keys[0], self.p_nets[0](hs[0]))
     return hs, x

@@ -38,8 +38,7 @@ import jax.numpy as jnp
 
 from autoreg import likelihood
 from latent import distributions as dist
-from latent import iaf
-from latent import iwae
+from latent import iaf, iwae
 
 LIKELIHOODS = ('bernoulli', 'gaussian', 'logistic')
 ACTIVATIONS = {'tanh': jnp.tanh, 'relu': nn.relu, 'elu': nn.elu, 'softplus': nn.softplus}
@@ -189,10 +188,10 @@ class VAE(nn.Module):
       q1 = MLP(hid[0], 2 * dims[0] + ctx, self.activation)
       h, w, _ = self.image_shape
       p1 = MLP(hid[0][::-1], h * w * out_ch, self.activation)
-    self.q_nets = [q1] + [MLP(hid[l], 2 * dims[l], self.activation)
-                          for l in range(1, len(dims))]
-    self.p_nets = [p1] + [MLP(hid[l][::-1], 2 * dims[l - 1], self.activation)
-                          for l in range(1, len(dims))]
+    self.q_nets = [q1] + [MLP(hid[layer], 2 * dims[layer], self.activation)
+                          for layer in range(1, len(dims))]
+    self.p_nets = [p1] + [MLP(hid[layer][::-1], 2 * dims[layer - 1], self.activation)
+                          for layer in range(1, len(dims))]
     if self.iaf_steps:
       self.iaf = iaf.IAFPosterior(self.iaf_steps, tuple(self.iaf_hidden),
                                   self.iaf_forget_bias)
@@ -292,16 +291,16 @@ class VAE(nn.Module):
     eps = jax.random.normal(keys[0], (num_samples,) + q1[0].shape, q1[0].dtype)
     h, log_q = self._z1_from_noise(q1, eps)
     zs = [h]
-    for l in range(1, len(self.latent_dims)):
-      mean, log_var = _split_gaussian(self.q_nets[l](h))
-      z = dist.reparameterize(keys[l], mean, log_var)
+    for layer in range(1, len(self.latent_dims)):
+      mean, log_var = _split_gaussian(self.q_nets[layer](h))
+      z = dist.reparameterize(keys[layer], mean, log_var)
       log_q = log_q + dist.gaussian_log_prob(z, mean, log_var, batch_ndim=2)
       zs.append(z)
       h = z
     log_p = dist.standard_normal_log_prob(zs[-1], batch_ndim=2)
-    for l in range(len(self.latent_dims) - 1, 0, -1):
-      mean, log_var = _split_gaussian(self.p_nets[l](zs[l]))
-      log_p = log_p + dist.gaussian_log_prob(zs[l - 1], mean, log_var, batch_ndim=2)
+    for layer in range(len(self.latent_dims) - 1, 0, -1):
+      mean, log_var = _split_gaussian(self.p_nets[layer](zs[layer]))
+      log_p = log_p + dist.gaussian_log_prob(zs[layer - 1], mean, log_var, batch_ndim=2)
     log_px = self._log_px(image, self._decoder_params(zs[0]), keys[-1])
     return log_px + log_p - log_q, log_px, log_q - log_p, q1[:2]
 
@@ -349,9 +348,10 @@ class VAE(nn.Module):
   def _ancestral_z1(self, rng, n: int, temperature: float):
     keys = jax.random.split(rng, len(self.latent_dims))
     z = temperature * jax.random.normal(keys[-1], (n, self.latent_dims[-1]))
-    for l in range(len(self.latent_dims) - 1, 0, -1):
-      mean, log_var = _split_gaussian(self.p_nets[l](z))
-      z = mean + temperature * jnp.exp(0.5 * log_var) * jax.random.normal(keys[l - 1], mean.shape)
+    for layer in range(len(self.latent_dims) - 1, 0, -1):
+      mean, log_var = _split_gaussian(self.p_nets[layer](z))
+      noise = jax.random.normal(keys[layer - 1], mean.shape)
+      z = mean + temperature * jnp.exp(0.5 * log_var) * noise
     return z
 
   def sample_means(self, rng, n: int, temperature: float = 1.0):

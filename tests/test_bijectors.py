@@ -45,8 +45,10 @@ def check_bijector(model, shape, context_dim=None, seed=0, atol=2e-4):
 
   @jax.jit
   def run(variables, x, context):
-    fwd = lambda v, c: model.apply(variables, v, context=c, method='forward')
-    inv = lambda v, c: model.apply(variables, v, context=c, method='inverse')
+    def fwd(v, c):
+      return model.apply(variables, v, context=c, method='forward')
+    def inv(v, c):
+      return model.apply(variables, v, context=c, method='inverse')
     y, ld = fwd(x, context)
     x_back, ild = inv(y, context)
     z = jax.random.normal(jax.random.key(seed), y.shape)    # an independent latent point
@@ -185,9 +187,9 @@ def test_lu_conv_weight_is_the_product_of_its_factors():
     p = jax.tree.map(np.asarray, variables['params'])
     k = jax.tree.map(np.asarray, variables['constants'])
     w = _weight_of(model, variables, c)
-    l = np.tril(p['lower'], -1) + np.eye(c)
+    l_unit = np.tril(p['lower'], -1) + np.eye(c)
     u = np.triu(p['upper'], 1) + np.diag(k['sign_s'] * np.exp(p['log_s']))
-    np.testing.assert_allclose(w, k['permutation'] @ l @ u, atol=1e-5)
+    np.testing.assert_allclose(w, k['permutation'] @ l_unit @ u, atol=1e-5)
     np.testing.assert_allclose(np.abs(np.linalg.det(w)), np.exp(np.sum(p['log_s'])),
                                rtol=1e-4)
     np.testing.assert_array_equal(k['permutation'] @ k['permutation'].T, np.eye(c))
@@ -256,19 +258,21 @@ def test_realnvp_channel_couplings_split_pixels_unlike_the_checkerboard():
                   net_batch_norm=False)
   bound = model.bind({})
   bound.setup()
-  layers = [l for l in bound.scales[0].bijectors]
-  kinds = [type(l).__name__ for l in layers]
+  layers = [layer for layer in bound.scales[0].bijectors]
+  kinds = [type(layer).__name__ for layer in layers]
   assert kinds.count('Squeeze') == 1 and kinds.count('ReorderSqueezed') == 1
   sq, ro = kinds.index('Squeeze'), kinds.index('ReorderSqueezed')
   assert not layers[sq].ordered
-  couplings = [(i, l) for i, l in enumerate(layers) if type(l).__name__ == 'ResNetCoupling']
-  before = [l for i, l in couplings if i < sq]
-  between = [l for i, l in couplings if sq < i < ro]
-  assert [l.mask for l in before] == ['checkerboard'] * 3
-  assert [l.mask for l in between] == ['channel'] * 3 and not any(i > ro for i, _ in couplings)
+  couplings = [(i, layer) for i, layer in enumerate(layers)
+               if type(layer).__name__ == 'ResNetCoupling']
+  before = [layer for i, layer in couplings if i < sq]
+  between = [layer for i, layer in couplings if sq < i < ro]
+  assert [layer.mask for layer in before] == ['checkerboard'] * 3
+  assert [layer.mask for layer in between] == ['channel'] * 3
+  assert not any(i > ro for i, _ in couplings)
   boards = [_pixel_partition('checkerboard', f, (8, 8, 1)) for f in (False, True)]
-  for l in between:
-    part = _pixel_partition('channel', l.flip, (8, 8, 1))
+  for layer in between:
+    part = _pixel_partition('channel', layer.flip, (8, 8, 1))
     for board in boards:
       assert not np.array_equal(part, board)
       # Each channel half holds half of each checkerboard colour: maximally unlike it.
@@ -353,6 +357,6 @@ def test_batchnorm_running_averages_are_bias_corrected():
       np.testing.assert_allclose(variables['batch_stats']['var'], stats[0][1], rtol=1e-6)
   weights = 0.99 ** np.arange(len(xs) - 1, -1, -1)
   for k, name in enumerate(('mean', 'var')):
-    expected = sum(wt * s[k] for wt, s in zip(weights, stats)) / weights.sum()
+    expected = sum(wt * s[k] for wt, s in zip(weights, stats, strict=True)) / weights.sum()
     np.testing.assert_allclose(variables['batch_stats'][name], expected, rtol=1e-5)
   assert float(variables['batch_stats']['count']) == len(xs)

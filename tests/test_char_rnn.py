@@ -104,8 +104,8 @@ def test_sampling_continues_the_prompt():
 @pytest.mark.parametrize('preset', ['tiny', 'tiny,gru,ss=inverse_sigmoid'])
 def test_tiny_config_trains_and_writes_text_samples(tmp_path, preset):
   import configs.char_rnn_shakespeare as cfg  # pylint: disable=g-import-not-at-top
-  from tests.conftest import shared_data_dir  # pylint: disable=g-import-not-at-top
   from experiments import train  # pylint: disable=g-import-not-at-top
+  from tests.conftest import shared_data_dir  # pylint: disable=g-import-not-at-top
   root = shared_data_dir()
   if root is None:
     pytest.skip('no local data directory')
@@ -149,7 +149,7 @@ def test_carried_state_starts_the_next_window_and_resets():
                                mutable=['carry'])
   # The carry is the state after the window: equal to running the window from zero states.
   _, _, final = model.apply(variables, text[:, :-1], jax.random.key(0), method='run')
-  for a, b in zip(jax.tree.leaves(moved['carry']), jax.tree.leaves(final)):
+  for a, b in zip(jax.tree.leaves(moved['carry']), jax.tree.leaves(final), strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-6)
   carried = {**variables, **moved}
   (_, m2), _ = model.apply(carried, reset0, train=True, method='loss', rngs=rngs,
@@ -169,6 +169,7 @@ def test_killed_tbptt_run_resumes_bit_identically(tmp_path):
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
   import time  # pylint: disable=g-import-not-at-top
+
   import experiments  # pylint: disable=g-import-not-at-top
   from tests.conftest import REPO, shared_data_dir  # pylint: disable=g-import-not-at-top
   from tests.test_cli import _cli, _env  # pylint: disable=g-import-not-at-top
@@ -210,7 +211,8 @@ def test_carried_state_needs_streams_of_its_batch_size():
   from experiments import input_pipeline, validation  # pylint: disable=g-import-not-at-top
   from experiments.models import ConfigError, build_model  # pylint: disable=g-import-not-at-top
   c = cfg.get_config('tiny')
-  model = lambda c: build_model(c.model_name, c.model.to_dict())
+  def model(c):
+    return build_model(c.model_name, c.model.to_dict())
   validation.check_model_data(c, model(c), input_pipeline.data_info(c.data))
   c.data.batch_size = 16
   with pytest.raises(ConfigError, match='carry_batch=8 must equal config.data.batch_size=16'):

@@ -9,9 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import REPO
-
 import experiments
+from tests.conftest import REPO
 
 
 def _env(**extra):
@@ -42,8 +41,9 @@ def test_train_eval_sample_and_load_run(tmp_path):
   assert 'steps/s' in r.stderr and 'left' in r.stderr and 'bits/dim' in r.stderr
   assert os.path.exists(os.path.join(workdir, 'samples', 'step_20.png'))
   assert os.listdir(os.path.join(workdir, 'tensorboard'))
-  lines = [json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))]
-  assert any('train/loss' in l for l in lines) and any('eval/nll' in l for l in lines)
+  lines = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
+  assert any('train/loss' in record for record in lines)
+  assert any('eval/nll' in record for record in lines)
 
   r = _cli(TINY, f'--workdir={workdir}', '--mode=eval')
   assert r.returncode == 0, r.stderr[-3000:]

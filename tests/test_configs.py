@@ -43,7 +43,8 @@ def _fake_cifar(root, n_train=64, n_test=32):
   d = root / 'cifar10' / 'cifar-10-batches-py'
   d.mkdir(parents=True)
   rng = np.random.default_rng(0)
-  for name, n in [(f'data_batch_{i}', n_train // 5) for i in range(1, 6)] + [('test_batch', n_test)]:
+  files = [(f'data_batch_{i}', n_train // 5) for i in range(1, 6)] + [('test_batch', n_test)]
+  for name, n in files:
     with open(d / name, 'wb') as f:
       pickle.dump({b'data': rng.integers(0, 256, (n, 3072), dtype=np.uint8),
                    b'labels': list(rng.integers(0, 10, n))}, f)

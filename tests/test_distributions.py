@@ -47,15 +47,17 @@ def test_log_mass_matches_float64_in_both_tails(num_levels):
   log_scales = np.concatenate([np.linspace(-7.0, 3.0, 21), [-9.0, -8.0]]).astype(np.float32)
   v, mean, log_s = (t.ravel() for t in np.meshgrid(np.arange(num_levels), MEANS, log_scales,
                                                    indexing='ij'))
-  tol = lambda ref: TOL_ABS + TOL_REL * np.abs(ref)
+  def tol(ref):
+    return TOL_ABS + TOL_REL * np.abs(ref)
 
   # latent: one logistic per sub-pixel, no clamp.
   latent_lp = jax.jit(lambda v, m, s: latent_dist.discretized_logistic_log_prob(
       v[:, None], m[:, None], s[:, None], num_levels))
   # autoreg: a one-component mixture over grey pixels, log_scale clamped at LOG_SCALE_MIN.
-  autoreg_lp = lambda v, m, s: D.log_prob(
-      jnp.stack([jnp.zeros_like(m), m, s], -1).reshape(-1, 1, 1, 3), v.reshape(-1, 1, 1, 1),
-      num_levels, 1)
+  def autoreg_lp(v, m, s):
+    return D.log_prob(
+        jnp.stack([jnp.zeros_like(m), m, s], -1).reshape(-1, 1, 1, 3), v.reshape(-1, 1, 1, 1),
+        num_levels, 1)
   args = jnp.asarray(v), jnp.asarray(mean), jnp.asarray(log_s)
   report = []
   for name, fn, ref in [
@@ -116,7 +118,8 @@ def test_rgb_samples_follow_exp_log_prob(num_levels):
   0.001 for the few-cell cases, where that normal approximation is loose."""
   n, k = 200_000, 2
   values = np.array(list(itertools.product(range(num_levels), repeat=3)))
-  codes_of = lambda x: np.asarray(x) @ np.array([num_levels ** 2, num_levels, 1])
+  def codes_of(x):
+    return np.asarray(x) @ np.array([num_levels ** 2, num_levels, 1])
   probs_of = jax.jit(lambda p: jnp.exp(D.log_prob(
       jnp.broadcast_to(p, (len(values), 1, 1, p.size)),
       jnp.asarray(values).reshape(-1, 1, 1, 3), num_levels, k)))

@@ -73,12 +73,14 @@ def test_round_trip_nll_by_brute_force_jacobian_and_sampling(name):
 
   @jax.jit
   def run(variables):
-    apply = lambda *a, **k: model.apply(variables, *a, **k)
+    def apply(*a, **k):
+      return model.apply(variables, *a, **k)
     x = apply(image, rngs={'sample': key}, method='dequantize')
     _, metrics = apply({'image': image}, train=False, rngs={'sample': key}, method='loss')
     z = apply(x, method='encode')
     x_back = apply(z, method='decode')
-    encode_one = lambda v: apply(v.reshape((1,) + SHAPE), method='encode')[0]
+    def encode_one(v):
+      return apply(v.reshape((1,) + SHAPE), method='encode')[0]
     jac = jax.vmap(jax.jacfwd(encode_one))(x.reshape(x.shape[0], -1))
     samples = apply(jax.random.key(0), (5,) + SHAPE, method='sample')
     cold = [apply(jax.random.key(i), (2,) + SHAPE, temperature=0.0, method='sample')
@@ -136,6 +138,7 @@ def test_two_dimensional_flow_density_integrates_to_one():
 
 def _config_model(name, **overrides):
   import importlib
+
   from experiments.models import build_model
   c = importlib.import_module(f'configs.{name}').get_config()
   return build_model(c.model_name, {**c.model.to_dict(), **overrides}), c.model.image_shape
@@ -199,7 +202,7 @@ def test_realnvp_trains_updates_batch_stats_and_resumes_them(tmp_path, data_dir)
   first = trained['batch_stats']['scale0_batchnorm0']
   assert np.abs(first['mean']).min() > 1e-3 and np.abs(first['var'] - 1).min() > 1e-3
   moved = [np.abs(a - b).max() > 0 for a, b in zip(jax.tree.leaves(trained),
-                                                   jax.tree.leaves(initial))]
+                                                   jax.tree.leaves(initial), strict=True)]
   assert np.mean(moved) > 0.5
   run.ckpt.save(2, state, {'iterator': run.data.train_iter.get_state()})
   run.ckpt.close()
@@ -211,13 +214,13 @@ def test_realnvp_trains_updates_batch_stats_and_resumes_them(tmp_path, data_dir)
   assert int(restored.step) == 2
   assert jax.tree.structure(restored.model_state) == jax.tree.structure(trained)
   for a, b in zip(jax.tree.leaves(jax.device_get(restored.model_state)),
-                  jax.tree.leaves(trained)):
+                  jax.tree.leaves(trained), strict=True):
     np.testing.assert_array_equal(a, b)
 
 
 def test_glow_trains_samples_and_loads_with_its_constants(tmp_path, data_dir):
-  from configs import glow_mnist
   import experiments
+  from configs import glow_mnist
   c = _tiny_config(glow_mnist, data_dir, num_steps=2, checkpoint_every=2, num_samples=4)
   workdir = str(tmp_path / 'run')
   result = train.train_and_evaluate(c, workdir)
@@ -331,13 +334,13 @@ def test_ema_evaluation_recomputes_batch_stats_and_keeps_the_data_position(tmp_p
   again = jax.device_get(train.recompute_batch_stats(
       train.make_batch_stats_step(run.model, run.mesh, c.seed), run.eval_params,
       run.state.model_state, run.data, run.mesh, 3)['batch_stats'])
-  for a, b in zip(jax.tree.leaves(again), jax.tree.leaves(recomputed)):
+  for a, b in zip(jax.tree.leaves(again), jax.tree.leaves(recomputed), strict=True):
     np.testing.assert_array_equal(a, b)
   c.train.eval_batch_stats = 'current'
   assert run.eval_model_state is run.state.model_state
   c.train.eval_batch_stats = 'fresh'
   with pytest.raises(ValueError, match="'recompute' or 'current'"):
-    run.eval_model_state  # pylint: disable=pointless-statement
+    _ = run.eval_model_state
 
 
 # Glow's coupling and permutation choices (Kingma & Dhariwal 2018, Fig. 3). The default
@@ -364,10 +367,12 @@ def test_glow_choices_invert_and_their_log_det_matches_the_jacobian(coupling, pe
 
   @jax.jit
   def run(variables):
-    apply = lambda *a, **k: model.apply(variables, *a, **k)
+    def apply(*a, **k):
+      return model.apply(variables, *a, **k)
     x = apply(image, rngs={'sample': jax.random.key(7)}, method='dequantize')
     z = apply(x, method='encode')
-    encode_one = lambda v: apply(v.reshape((1,) + SHAPE), method='encode')[0]
+    def encode_one(v):
+      return apply(v.reshape((1,) + SHAPE), method='encode')[0]
     jac = jax.vmap(jax.jacfwd(encode_one))(x.reshape(x.shape[0], -1))
     return x, z, apply(z, method='decode'), apply(x, method='log_prob'), jnp.linalg.slogdet(jac)
 
@@ -392,8 +397,8 @@ def test_glow_additive_coupling_has_zero_log_det_and_shuffles_differ_per_step():
       {'params': jax.random.key(0), 'sample': jax.random.key(0)},
       {'image': jnp.zeros((2, 4, 4, 3), jnp.uint8)}, train=False, method='loss'))
   bound = model.bind(jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), variables))
-  perms = [tuple(layer._permutation(12 if l == 0 else 24))  # pylint: disable=protected-access
-           for l, chain in enumerate(bound.levels) for layer in chain.bijectors
+  perms = [tuple(layer._permutation(12 if level == 0 else 24))  # pylint: disable=protected-access
+           for level, chain in enumerate(bound.levels) for layer in chain.bijectors
            if isinstance(layer, fb.Permute)]
   assert len(perms) == 6 and len(set(perms)) == 6, perms
   assert all(p != tuple(sorted(p)) for p in perms)
@@ -410,7 +415,7 @@ def test_glow_defaults_keep_the_saved_runs_layer_names():
   variables = jax.eval_shape(lambda: model.init(
       {'params': jax.random.key(0), 'sample': jax.random.key(0)}, {'image': _images()},
       train=False, method='loss'))
-  steps = [f'level{l}_step{k}' for l in range(2) for k in range(2)]
+  steps = [f'level{level}_step{k}' for level in range(2) for k in range(2)]
   assert set(variables['params']) == {f'{s}_{n}' for s in steps for n in (
       'actnorm', 'invconv', 'coupling')} | {'level0_split', 'top_prior'}
   assert set(variables['constants']) == {f'{s}_invconv' for s in steps}

@@ -95,9 +95,10 @@ def test_label_and_cond_map_condition_every_output():
 
   @jax.jit
   def run():
-    logits = lambda label, cond_map=None: model.apply(params, x, label=label,
-                                                      cond_map=cond_map)
-    batch = lambda label: {'image': x, 'label': label}
+    def logits(label, cond_map=None):
+      return model.apply(params, x, label=label, cond_map=cond_map)
+    def batch(label):
+      return {'image': x, 'label': label}
     return dict(
         base=logits(label), swapped=logits(label[::-1]), mapped=logits(label, cmap),
         negated=logits(label, -cmap),
@@ -252,7 +253,8 @@ def test_mixture_sample_continues_from_a_given_start():
   model = _mixture_model(3, num_levels=16, num_layers=2)
   shape = (2, 3, 4, 3)
   params = _random_params(model, shape)
-  sample = lambda rng, **kw: model.apply(params, rng, shape, method='sample', **kw)
+  def sample(rng, **kw):
+    return model.apply(params, rng, shape, method='sample', **kw)
   full = jax.jit(sample)(jax.random.key(1))
   start = 5 * 3   # pixel 5 = (1, 1)
   init = full.at[:, 1, 1:].set(0).at[:, 2].set(0)

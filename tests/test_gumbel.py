@@ -4,6 +4,7 @@ Concrete densities normalized, the temperature schedule of Jang et al., the disc
 KL, importance weights and likelihood against sums over every code, straight-through's
 forward and backward passes, the relaxed gradient's bias shrinking with the temperature,
 named errors, and tiny runs through the trainer."""
+import functools
 import itertools
 import os
 
@@ -31,8 +32,8 @@ def _perturbed(m, batch, scale=1.0, seed=0):
              method='loss')
   leaves, tree = jax.tree.flatten(v['params'])
   keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
-  v['params'] = jax.tree.unflatten(tree, [scale * jax.random.normal(k, l.shape)
-                                          for k, l in zip(keys, leaves)])
+  v['params'] = jax.tree.unflatten(tree, [scale * jax.random.normal(k, leaf.shape)
+                                          for k, leaf in zip(keys, leaves, strict=True)])
   return v
 
 
@@ -127,7 +128,8 @@ def test_exp_concrete_density_is_that_of_its_sampler():
 
 
 def test_temperature_schedule_is_jangs():
-  f = lambda t: float(gumbel.annealed_temperature(t, 1.0, 0.5, 1e-4, 1000))
+  def f(t):
+    return float(gumbel.annealed_temperature(t, 1.0, 0.5, 1e-4, 1000))
   assert f(0) == 1.0 and f(999) == 1.0
   np.testing.assert_allclose(f(1000), np.exp(-0.1), rtol=1e-6)
   np.testing.assert_allclose(f(2500), np.exp(-0.2), rtol=1e-6)
@@ -144,8 +146,8 @@ def test_straight_through_is_hard_forward_and_soft_backward():
   hard = gumbel.gumbel_softmax(key, logits, 0.5, hard=True)
   assert set(np.unique(np.asarray(hard))) <= {0.0, 1.0}
   np.testing.assert_array_equal(np.asarray(hard.sum(-1)), 1.0)
-  g_hard = jax.grad(lambda l: (w * gumbel.gumbel_softmax(key, l, 0.5, True)).sum())(logits)
-  g_soft = jax.grad(lambda l: (w * gumbel.gumbel_softmax(key, l, 0.5)).sum())(logits)
+  g_hard = jax.grad(lambda lg: (w * gumbel.gumbel_softmax(key, lg, 0.5, True)).sum())(logits)
+  g_soft = jax.grad(lambda lg: (w * gumbel.gumbel_softmax(key, lg, 0.5)).sum())(logits)
   np.testing.assert_allclose(np.asarray(g_hard), np.asarray(g_soft), rtol=1e-6)
   assert np.abs(np.asarray(g_soft)).sum() > 0
 
@@ -194,7 +196,8 @@ def test_evaluation_reports_the_discrete_model():
   # 'nll' is the importance-sampled -log p(x) (its precision: the test above), not -ELBO
   np.testing.assert_allclose(np.asarray(metrics['nll']), -log_px, atol=0.15)
   m0 = m.clone(eval_num_samples=0)
-  one = lambda key: m0.apply(v, batch, train=False, rngs={'sample': key}, method='loss')[1]['elbo']
+  def one(key):
+    return m0.apply(v, batch, train=False, rngs={'sample': key}, method='loss')[1]['elbo']
   elbos = np.asarray(jax.jit(jax.vmap(one))(jax.random.split(jax.random.key(8), 2000)), np.float64)
   se = elbos.std(0) / np.sqrt(len(elbos))
   assert np.all(np.abs(elbos.mean(0) - elbo) < 5 * se + 1e-6), (elbos.mean(0), elbo)
@@ -227,17 +230,20 @@ def test_relaxed_gradient_bias_shrinks_with_temperature(latent_type):
 
   def relaxed(enc, key, tau):
     vv = {'params': {**v['params'], 'encoder': enc}}
-    f = lambda mod, x: mod.relaxed_objective(x, mod._logits(x), key, tau)[0]
+    def f(mod, x):
+      return mod.relaxed_objective(x, mod._logits(x), key, tau)[0]
     return m.apply(vv, x, method=f).sum()
 
-  flat = lambda g: np.concatenate([np.ravel(l) for l in jax.tree.leaves(g)]).astype(np.float64)
+  def flat(g):
+    return np.concatenate([np.ravel(leaf) for leaf in jax.tree.leaves(g)]).astype(np.float64)
   exact = flat(jax.grad(exact_elbo)(v['params']['encoder']))
   n = 4000
   keys = jax.random.split(jax.random.key(7), n)
   biases = []
   for tau in (2.0, 0.5, 0.1):
-    grads = jax.vmap(lambda k: jax.grad(relaxed)(v['params']['encoder'], k, tau))(keys)
-    g = np.concatenate([np.asarray(l, np.float64).reshape(n, -1) for l in jax.tree.leaves(grads)], 1)
+    grads = jax.vmap(functools.partial(jax.grad(relaxed), v['params']['encoder'], tau=tau))(keys)
+    g = np.concatenate([np.asarray(leaf, np.float64).reshape(n, -1)
+                        for leaf in jax.tree.leaves(grads)], 1)
     biases.append(np.linalg.norm(g.mean(0) - exact) / np.linalg.norm(exact))
   assert biases[0] > biases[1] > biases[2], biases
   assert biases[2] < 0.5 * biases[0], biases
@@ -261,11 +267,13 @@ def test_bad_model_arguments_are_named(kw, needle):
 
 def test_config_presets():
   c = gumbel_config.get_config()
-  assert (c.model.latent_type, c.model.num_latents, c.model.num_categories) == ('categorical', 20, 10)
+  assert ((c.model.latent_type, c.model.num_latents, c.model.num_categories)
+          == ('categorical', 20, 10))
   assert c.model.learned_prior and c.model.kl == 'categorical'
   b = gumbel_config.get_config('bernoulli,relaxed_kl')
   assert (b.model.latent_type, b.model.num_latents) == ('bernoulli', 200)
-  assert (b.model.temperature, b.model.prior_temperature, b.model.anneal_rate) == (2 / 3, 1 / 2, 0.0)
+  assert ((b.model.temperature, b.model.prior_temperature, b.model.anneal_rate)
+          == (2 / 3, 1 / 2, 0.0))
   assert gumbel_config.get_config('st').model.estimator == 'straight_through'
   with pytest.raises(ValueError, match='Unknown preset token'):
     gumbel_config.get_config('gumble')

@@ -35,10 +35,12 @@ def test_iaf_log_q_is_the_change_of_variables_density():
   """log q(z_T | x) = log N(eps) - log|det dz_T/deps| with the Jacobian of the whole map
   eps -> z_0 -> z_1 -> z_2 by jax.jacfwd; the inverse (posterior_log_prob) agrees."""
   model, x = _model(), _binary_batch(1)
-  params = random_params(model, x, jax.random.key(0), 2, method='posterior_sample', seed=3)['params']
+  params = random_params(model, x, jax.random.key(0), 2, method='posterior_sample',
+                         seed=3)['params']
   eps = jax.random.normal(jax.random.key(1), (6, 1, 3))
   z, log_q = _z_and_log_q(model, params, x, eps)
-  z_of_eps = lambda e: _z_and_log_q(model, params, x, e[None, None])[0][0, 0]
+  def z_of_eps(e):
+    return _z_and_log_q(model, params, x, e[None, None])[0][0, 0]
   for i in range(eps.shape[0]):
     jac = jax.jacfwd(z_of_eps)(eps[i, 0])
     # Two steps in opposite orders: the map mixes in both directions.
@@ -58,7 +60,8 @@ def test_iaf_log_q_is_the_change_of_variables_density():
 
 def test_iaf_posterior_integrates_to_one_over_a_2d_latent():
   model, x = _model(latent=2), _binary_batch(1, seed=4)
-  params = random_params(model, x, jax.random.key(0), 2, method='posterior_sample', seed=5)['params']
+  params = random_params(model, x, jax.random.key(0), 2, method='posterior_sample',
+                         seed=5)['params']
   z_s, _ = model.apply({'params': params}, x, jax.random.key(1), 2000,
                        method='posterior_sample')
   center, spread = np.asarray(z_s[:, 0].mean(0)), float(z_s[:, 0].std(0).max())

@@ -22,7 +22,7 @@ def test_same_seed_same_batches_other_seed_other_batches():
   a = _take(input_pipeline.create_datasets(_digits_cfg(), seed=0).train_iter, 3)
   b = _take(input_pipeline.create_datasets(_digits_cfg(), seed=0).train_iter, 3)
   c = _take(input_pipeline.create_datasets(_digits_cfg(), seed=1).train_iter, 3)
-  for x, y in zip(a, b):
+  for x, y in zip(a, b, strict=True):
     np.testing.assert_array_equal(x['image'], y['image'])
   assert not np.array_equal(a[0]['image'], c[0]['image'])
 
@@ -43,17 +43,19 @@ def test_resume_from_saved_position_continues_exactly():
   state = it.get_state()
   resumed = input_pipeline.create_datasets(_digits_cfg(), seed=0).train_iter
   resumed.set_state(state)
-  for x, y in zip(_take(resumed, 3), full[5:]):
+  for x, y in zip(_take(resumed, 3), full[5:], strict=True):
     np.testing.assert_array_equal(x['image'], y['image'])
     np.testing.assert_array_equal(x['label'], y['label'])
 
 
 def test_processes_get_disjoint_halves_of_each_global_batch():
   cfg = _digits_cfg(batch_size=40)
-  single = np.concatenate([b['image'].reshape(20 * 2, -1)
-                           for b in _take(input_pipeline.create_datasets(cfg, seed=0).train_iter, 1)])
-  p0 = next(input_pipeline.create_datasets(cfg, seed=0, process_index=0, process_count=2).train_iter)
-  p1 = next(input_pipeline.create_datasets(cfg, seed=0, process_index=1, process_count=2).train_iter)
+  single_iter = input_pipeline.create_datasets(cfg, seed=0).train_iter
+  single = np.concatenate([b['image'].reshape(20 * 2, -1) for b in _take(single_iter, 1)])
+  p0 = next(input_pipeline.create_datasets(cfg, seed=0, process_index=0,
+                                           process_count=2).train_iter)
+  p1 = next(input_pipeline.create_datasets(cfg, seed=0, process_index=1,
+                                           process_count=2).train_iter)
   assert p0['image'].shape[0] == p1['image'].shape[0] == 20
   both = {r.tobytes() for r in np.concatenate([p0['image'], p1['image']]).reshape(40, -1)}
   assert both == {r.tobytes() for r in single}
@@ -70,7 +72,8 @@ def test_evaluation_counts_every_example_exactly_once(process_count):
       n_batches += 1
       assert batch['image'].shape[0] == batch['example_mask'].shape[0] == 64
       seen.append(batch['image'][batch['example_mask']].reshape(-1, 64))
-    assert n_batches == -(-(-(-297 // process_count)) // 64)
+    per_process = -(-297 // process_count)   # ceil(297 / process_count)
+    assert n_batches == -(-per_process // 64)
   seen = np.concatenate(seen)
   assert len(seen) == 297
   ref = input_pipeline.datasets.load_split('digits', 'test')['image'].reshape(-1, 64)

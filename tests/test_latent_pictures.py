@@ -128,7 +128,7 @@ def test_rasterized_scatter_puts_each_label_colour_at_its_point():
   assert (rows[1], cols[1]) == (margin, size - margin - 1)
   assert (rows[2], cols[2]) == (165, margin)                     # 30 + 0.25 * 539
   assert (rows[3], cols[3]) == (502, 367)                        # 30 + (.875, .625) * 539
-  for r, c, lab in zip(rows, cols, labels):
+  for r, c, lab in zip(rows, cols, labels, strict=True):
     np.testing.assert_array_equal(canvas[r, c], lp.PALETTE[lab])
   assert (canvas[5:25, 5:25] == 255).all()                      # white outside the frame
   legend = canvas[600:]
@@ -274,8 +274,9 @@ def test_more_than_two_latent_dims_scatter_their_principal_components(test_set, 
 
 
 def _tiny_vae_config(data_dir):
-  from configs import common
   import ml_collections
+
+  from configs import common
   c = common.base_config()
   c.model_name = 'vae'
   c.model = ml_collections.ConfigDict(dict(

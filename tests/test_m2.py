@@ -153,7 +153,7 @@ def test_batches_append_labelled_subset_examples_to_the_plain_stream():
   batches = _take(input_pipeline.create_datasets(_digits_cfg(), seed=0).train_iter, 5)
   plain = _take(input_pipeline.create_datasets(_digits_cfg(num_labelled=0), seed=0).train_iter, 5)
   seen = []
-  for b, p in zip(batches, plain):
+  for b, p in zip(batches, plain, strict=True):
     assert b['image'].shape[0] == b['label'].shape[0] == 36
     np.testing.assert_array_equal(b['labelled'], [False] * 16 + [True] * 20)
     # The unlabelled part is exactly the label-free pipeline's batch.
@@ -170,7 +170,7 @@ def test_combined_iterator_resumes_exactly_and_shards_by_process():
   _take(it, 5)
   resumed = input_pipeline.create_datasets(_digits_cfg(), seed=0).train_iter
   resumed.set_state(it.get_state())
-  for x, y in zip(_take(resumed, 3), full[5:]):
+  for x, y in zip(_take(resumed, 3), full[5:], strict=True):
     assert x.keys() == y.keys()
     for k in x:
       np.testing.assert_array_equal(x[k], y[k])

@@ -54,7 +54,7 @@ def test_degrees():
     input_degrees(3, (1, 1, 2))
   for hidden_order in ('random', 'sequential'):
     degrees = made_degrees(5, (7, 9), 'random', hidden_order, seed=4)
-    for prev, layer in zip(degrees[:-1], degrees[1:]):
+    for prev, layer in zip(degrees[:-1], degrees[1:], strict=True):
       assert layer.min() >= min(prev.min(), 4) and layer.max() <= 4
   np.testing.assert_array_equal(made_degrees(4, (5,), hidden_order='sequential')[1],
                                 [1, 2, 3, 1, 2])
@@ -74,7 +74,8 @@ def test_outputs_depend_only_on_earlier_inputs(ordering):
 
   @jax.jit
   def jacobians(params, x, ctx):
-    f = lambda x, ctx: model.apply(params, x[None], ctx[None])[0]     # [D] -> [D, k]
+    def f(x, ctx):
+      return model.apply(params, x[None], ctx[None])[0]     # [D] -> [D, k]
     return jax.jacfwd(f, argnums=(0, 1))(x[0], ctx[0])
 
   jac_x, jac_ctx = (np.asarray(j) for j in jacobians(params, x, ctx))

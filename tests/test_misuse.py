@@ -2,10 +2,10 @@
 message on stderr naming the problem and the fix, exit status 2, no traceback, and
 nothing in the workdir is lost or overwritten."""
 import errno
-import re
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import struct
@@ -15,16 +15,15 @@ import time
 
 import pytest
 
-from tests.conftest import REPO
-from tests.test_cli import TINY, _cli, _env
-
+import configs.pixelcnn_digits as digits_config
 import experiments
 import experiments.errors
-from experiments import input_pipeline, validation, workdir as workdir_lib
+from experiments import input_pipeline, validation
+from experiments import workdir as workdir_lib
 from experiments.datasets import DataError
 from experiments.models import ConfigError, build_model
-
-import configs.pixelcnn_digits as digits_config
+from tests.conftest import REPO
+from tests.test_cli import TINY, _cli, _env
 
 IS_ROOT = hasattr(os, 'geteuid') and os.geteuid() == 0
 
@@ -174,9 +173,11 @@ def test_second_trainer_exits_at_once_naming_the_first_and_a_stale_lock_is_taken
 # --------------------------------------------------------------------------- bad values
 
 @pytest.mark.parametrize('args, needles', [
-    (['--config.optimizer.lr=1'], ['config.optimizer.lr', 'Did you mean config.optimizer.learning_rate']),
+    (['--config.optimizer.lr=1'],
+     ['config.optimizer.lr', 'Did you mean config.optimizer.learning_rate']),
     (['--config.train.num_steps=-1'], ['config.train.num_steps=-1', 'must be >= 1']),
-    (['--config.optimizer.learning_rate=-1'], ['config.optimizer.learning_rate=-1.0', '0.0 < value']),
+    (['--config.optimizer.learning_rate=-1'],
+     ['config.optimizer.learning_rate=-1.0', '0.0 < value']),
     (['--config.data.eval_batch_size=0'], ['config.data.eval_batch_size=0', 'must be >= 1']),
     (['--config.train.log_every=-2'], ['config.train.log_every=-2', '0: only at the end']),
     (["--config.data.eval_split=test[:0]"], ["config.data.eval_split='test[:0]'",

@@ -19,7 +19,8 @@ def _random_params(model, shape, seed=0):
     params = model.init(key, jnp.zeros(shape, jnp.int32))
     leaves, tree = jax.tree.flatten(params)
     keys = jax.random.split(jax.random.fold_in(key, 1), len(leaves))
-    leaves = [l + 0.3 * jax.random.normal(k, l.shape) for l, k in zip(leaves, keys)]
+    leaves = [leaf + 0.3 * jax.random.normal(k, leaf.shape)
+              for leaf, k in zip(leaves, keys, strict=True)]
     return jax.tree.unflatten(tree, leaves)
   return init(jax.random.key(seed))
 
@@ -31,7 +32,8 @@ def _dependency_fn(model, params, shape):
 
   @jax.jit
   def grad_at(i, j, c):
-    f = lambda x: model.apply(params, x)[0, i, j, c].sum()
+    def f(x):
+      return model.apply(params, x)[0, i, j, c].sum()
     return jax.grad(f)(x)[0]
 
   return lambda i, j, c: np.asarray(jnp.abs(grad_at(i, j, c)) > 0)

@@ -72,9 +72,10 @@ def test_dependency_set_is_exactly_the_papers(arch, full_context):
   dep = _dependencies(model, h, w, 1)
   ref = _reference_pixels(arch, h, w, layers, 3, full_context=full_context)
   for i, j in itertools.product(range(h), range(w)):
-    got = {(a, b) for a, b in zip(*np.nonzero(dep[i, j, 0, :, :, 0]))}
+    got = {(a, b) for a, b in zip(*np.nonzero(dep[i, j, 0, :, :, 0]), strict=True)}
     assert got == ref[i, j], (i, j, sorted(got ^ ref[i, j]))
-  earlier = lambda i, j: {(a, b) for a in range(h) for b in range(w) if (a, b) < (i, j)}
+  def earlier(i, j):
+    return {(a, b) for a in range(h) for b in range(w) if (a, b) < (i, j)}
   if arch == 'diagonal_bilstm' and full_context:
     assert all(ref[i, j] == earlier(i, j) for i in range(h) for j in range(w))
   elif arch == 'diagonal_bilstm':
@@ -92,7 +93,7 @@ def test_rgb_sub_pixels_see_only_earlier_colours_and_pixels(arch):
   dep = _dependencies(_model(arch, channels=3, layers=1), h, w, c)
   for i, j, ch in itertools.product(range(h), range(w), range(c)):
     seen = dep[i, j, ch]
-    for a, b, cc in zip(*np.nonzero(seen)):
+    for a, b, cc in zip(*np.nonzero(seen), strict=True):
       assert (a, b, cc) < (i, j, ch), ((i, j, ch), (a, b, cc))
     for cc in range(ch):   # earlier colours of the same pixel are seen
       assert seen[i, j, cc], ((i, j, ch), cc)

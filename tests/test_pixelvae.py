@@ -92,7 +92,8 @@ def test_elbo_is_log_px_minus_kl_and_iwae_1_is_the_monte_carlo_elbo():
 
   o = jax.device_get(compute(params, jax.random.key(7)))
   m, mi, kl = o['m'], o['mi'], o['kl']
-  close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5)
+  def close(a, b):
+    return np.testing.assert_allclose(a, b, rtol=1e-5)
   close(m['recon'], -o['log_px'][0])
   close(m['kl'], kl)
   close(m['elbo'], -m['recon'] - m['kl'])

@@ -25,8 +25,8 @@ def _perturbed(model, batch, scale=1.0, seed=0):
                  method='loss')
   leaves, tree = jax.tree.flatten(v['params'])
   keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
-  v['params'] = jax.tree.unflatten(tree, [scale * jax.random.normal(k, l.shape)
-                                          for k, l in zip(keys, leaves)])
+  v['params'] = jax.tree.unflatten(tree, [scale * jax.random.normal(k, leaf.shape)
+                                          for k, leaf in zip(keys, leaves, strict=True)])
   return v
 
 
@@ -58,10 +58,11 @@ def test_sbn_joint_is_normalized_and_dreams_draw_from_it():
   np.testing.assert_allclose(p.sum(), 1.0, rtol=1e-5)
   n = 200_000
   hs, x = m.apply(v, jax.random.key(3), n, method='dream')
-  code = (np.asarray(x) @ [4, 2, 1]) * 16 + (np.asarray(hs[0]) @ [2, 1]) * 4 + np.asarray(hs[1]) @ [2, 1]
+  code = ((np.asarray(x) @ [4, 2, 1]) * 16 + (np.asarray(hs[0]) @ [2, 1]) * 4
+          + np.asarray(hs[1]) @ [2, 1])
   freq = np.bincount(code.astype(int), minlength=128) / n
   expected = np.zeros(128)
-  for (a, b, c), pi in zip(grid, p):
+  for (a, b, c), pi in zip(grid, p, strict=True):
     expected[a * 16 + b * 4 + c] = pi
   # Binomial standard errors: every cell within 5 of them.
   se = np.sqrt(expected * (1 - expected) / n) + 1e-6
@@ -196,7 +197,7 @@ def test_the_unbiasedness_check_rejects_a_biased_estimator(problem):
 def test_relaxed_bias_shrinks_with_temperature(problem):
   rows = [_stats(eg.relaxed_estimator(t), problem, 2000, seed=13, target='elbo')
           for t in (2.0, 1.0, 0.5)]
-  for hot, cold in zip(rows, rows[1:]):
+  for hot, cold in zip(rows, rows[1:], strict=False):
     assert cold['bias'] + 2 * (cold['se'] + hot['se']) < hot['bias'], rows
     assert cold['variance'] > hot['variance']   # the price of a colder relaxation
 
@@ -222,8 +223,9 @@ def test_vimco_signals_equal_the_leave_one_out_definition():
 
 
 def _grads(model, v, image, key=1):
-  f = lambda p: model.apply({**v, 'params': p}, {'image': image}, rngs={'sample': jax.random.key(key)},
-                            method='loss')[0]
+  def f(p):
+    return model.apply({**v, 'params': p}, {'image': image},
+                       rngs={'sample': jax.random.key(key)}, method='loss')[0]
   return jax.grad(f)(v['params'])
 
 
@@ -235,18 +237,18 @@ def test_wake_sleep_routes_wake_to_p_and_sleep_to_q():
   # q's update comes from the dreams alone: another training batch leaves it unchanged.
   g_other = _grads(m, v, 1 - image)
   for name in ('q_h1', 'q_h2'):
-    for a, b in zip(jax.tree.leaves(g[name]), jax.tree.leaves(g_other[name])):
+    for a, b in zip(jax.tree.leaves(g[name]), jax.tree.leaves(g_other[name]), strict=True):
       np.testing.assert_allclose(a, b, rtol=1e-6)
   # p's update is the wake phase, -grad mean log p(x, h) at the recognition samples h: the
   # p-gradient of REINFORCE under the same key (the same h), whose q-term reaches q alone.
   reinforce = SBN(image_shape=(2, 3, 1), latent_dims=(4, 3), estimator='reinforce')
   wake = _grads(reinforce, v, image)
   for name in ('p_x', 'p_h1', 'prior_logits'):
-    for a, b in zip(jax.tree.leaves(g[name]), jax.tree.leaves(wake[name])):
+    for a, b in zip(jax.tree.leaves(g[name]), jax.tree.leaves(wake[name]), strict=True):
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
   # and the dreams reach q: its update is not zero, and not REINFORCE's
   assert not np.allclose(g['q_h1']['kernel'], wake['q_h1']['kernel'])
-  assert any(float(jnp.abs(l).sum()) > 0 for l in jax.tree.leaves(g['q_h1']))
+  assert any(float(jnp.abs(leaf).sum()) > 0 for leaf in jax.tree.leaves(g['q_h1']))
 
 
 def test_nvil_running_averages_follow_algorithm_1():

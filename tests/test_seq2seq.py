@@ -51,7 +51,7 @@ def test_greedy_is_the_argmax_chain_and_an_exhaustive_beam_is_the_brute_force_be
                        method='decode_teacher_forced')
     picked = np.asarray(jnp.take_along_axis(logp, cands[..., None], -1)[..., 0])
     scores = []
-    for c, p in zip(np.asarray(cands), picked):
+    for c, p in zip(np.asarray(cands), picked, strict=True):
       # A hypothesis: output tokens (no padding, no BOS) up to the first EOS, then padding;
       # unfinished at the length limit is allowed (as the beam keeps it).
       end = next((t for t in range(length) if c[t] == EOS), length - 1)
@@ -129,7 +129,7 @@ def test_generated_tasks_are_seeded_held_out_and_longer():
     np.testing.assert_array_equal(a['source'], s['source'])      # the same strings
     n = (a['source'] > 0).sum(1)
     lengths[split] = (n.min(), n.max())
-    for src, tgt, srt, k in zip(a['source'], a['target'], s['target'], n):
+    for src, tgt, srt, k in zip(a['source'], a['target'], s['target'], n, strict=True):
       assert tuple(src[src > 0]) not in seen                       # held out
       np.testing.assert_array_equal(tgt[:k], src[:k][::-1])
       np.testing.assert_array_equal(srt[:k], np.sort(src[:k]))
@@ -153,7 +153,8 @@ def test_tiny_config_trains_evaluates_longer_strings_and_writes_decodings(tmp_pa
   text = (tmp_path / 'run' / 'samples' / 'step_3.txt').read_text()
   assert text.count('\nsource  ') == c.train.num_samples and 'beam 2  ' in text
   # The by-length script agrees with the trainer's evaluation.
-  from experiments import datasets, run as run_lib, seq2seq_accuracy  # pylint: disable=g-import-not-at-top
+  from experiments import datasets, seq2seq_accuracy  # pylint: disable=g-import-not-at-top
+  from experiments import run as run_lib
   loaded = run_lib.load_run(workdir)
   val = datasets.load_split('reverse_strings', 'validation')
   by = seq2seq_accuracy.accuracy_by_length(loaded.model, loaded.variables, val['source'][:64],

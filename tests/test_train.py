@@ -7,7 +7,7 @@ import pytest
 
 from configs import pixelcnn_digits
 from experiments import input_pipeline, train
-from experiments.checkpointing import CheckpointError, Checkpointer
+from experiments.checkpointing import Checkpointer, CheckpointError
 from experiments.errors import WorkdirError
 from experiments.models import ConfigError, build_model
 
@@ -42,7 +42,7 @@ def test_ten_steps_on_8_devices_match_1_device_to_float_rounding():
   np.testing.assert_allclose(m1['loss'], m8['loss'], rtol=1e-5)
   for tree in ('params', 'ema_params'):
     diff = max(float(np.max(np.abs(a - b))) for a, b in zip(
-        jax.tree.leaves(getattr(s1, tree)), jax.tree.leaves(getattr(s8, tree))))
+        jax.tree.leaves(getattr(s1, tree)), jax.tree.leaves(getattr(s8, tree)), strict=True))
     assert diff <= 1e-6, (tree, diff)
 
 
@@ -138,6 +138,7 @@ def test_piecewise_schedule_gives_the_iwae_papers_stages():
   """Burda et al. 2016, Sec. 5: stage i = 0..7 runs 3^i passes at 1e-3 * 10^(-i/7); batch 20
   over 60,000 images is 3,000 steps per pass, 3,280 passes in all."""
   import jax.numpy as jnp
+
   from configs import iwae_binarized_mnist
   c = iwae_binarized_mnist.get_config('iwae,k=50,layers=2,paper')
   o = c.optimizer
@@ -148,7 +149,7 @@ def test_piecewise_schedule_gives_the_iwae_papers_stages():
   starts = (0,) + tuple(o.boundaries)
   ends = tuple(o.boundaries) + (c.train.num_steps,)
   assert len(starts) == 8
-  for i, (start, end) in enumerate(zip(starts, ends)):
+  for i, (start, end) in enumerate(zip(starts, ends, strict=True)):
     assert end - start == 3 ** i * 3000, i
     for step in (start, end - 1):     # the first and last steps of stage i
       got = float(schedule(jnp.asarray(step, jnp.int32)))

@@ -11,7 +11,6 @@ from latent import distributions as dist
 from latent import iwae
 from latent.vae import VAE
 
-
 # -- A linear Gaussian model: z ~ N(0, I_d), x | z ~ N(W z + b, s^2 I_D), so
 #    p(x) = N(b, W W^T + s^2 I) exactly, with a deliberately imperfect Gaussian q(z | x).
 
@@ -139,8 +138,9 @@ def test_iwae_with_one_sample_is_the_elbo():
   x = _binary_batch()
   kw = dict(image_shape=IMG, latent_dims=(6, 3), hidden_dims=((16,), (8,)), num_samples=1)
   params = _init(VAE(**kw), x)
-  run = lambda obj: VAE(objective=obj, **kw).apply(
-      {'params': params}, {'image': x}, rngs={'sample': jax.random.key(9)}, method='loss')
+  def run(obj):
+    return VAE(objective=obj, **kw).apply(
+        {'params': params}, {'image': x}, rngs={'sample': jax.random.key(9)}, method='loss')
   np.testing.assert_allclose(run('iwae')[0], run('elbo')[0], rtol=1e-6)
 
 

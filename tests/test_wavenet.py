@@ -216,8 +216,9 @@ def test_bytenet_dropout_only_in_training_and_never_breaks_causality():
                   num_stacks=1, dropout_rate=0.5)
   text = jax.random.randint(jax.random.key(0), (2, 13), 0, 65)
   params = random_params(model, text[:, :-1])
-  run = lambda train, key: model.apply(params, text[:, :-1], train=train,
-                                       rngs={'dropout': jax.random.key(key)})
+  def run(train, key):
+    return model.apply(params, text[:, :-1], train=train,
+                       rngs={'dropout': jax.random.key(key)})
   np.testing.assert_array_equal(run(False, 1), run(False, 2))          # evaluation: no noise
   np.testing.assert_array_equal(run(False, 1), model.apply(params, text[:, :-1]))
   assert not np.allclose(run(True, 1), run(True, 2))                   # training: dropout
