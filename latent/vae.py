@@ -332,6 +332,39 @@ class VAE(nn.Module):
     return iwae.log_likelihood(lambda r, n: self.log_weights(image, r, n)[0], rng,
                                num_samples, self.eval_chunk_size)
 
+  # -- Annealed importance sampling (latent/ais.py, experiments/ais_eval.py) -------------
+
+  def ais_latent_dim(self) -> int:
+    """d of z ~ N(0, I_d), the space AIS anneals in (one stochastic layer only)."""
+    if len(self.latent_dims) != 1:
+      raise ValueError(f'AIS over a VAE needs one stochastic layer (z ~ N(0, I), x ~ p(x|z)); '
+                       f'this model has latent_dims={tuple(self.latent_dims)}. Deep latent '
+                       'Gaussian models are not supported: their prior over z_1 is not '
+                       'N(0, I).')
+    return int(self.latent_dims[0])
+
+  def decoder_log_prob(self, z, image, obs_std=None):
+    """log p(x | z) [B, C] of images [B, H, W, C] (as the batch holds them) for latents z
+    [B, C, d]: chain c of example b scores image b. The same density as log_weights' log
+    p(x|z): exact for 'bernoulli' and 'logistic'; for 'gaussian' the density of the image
+    dequantized with noise drawn from the 'sample' rng (the same noise on every call with
+    the same rng, so AIS anneals towards one posterior), minus D log num_levels. The
+    decoder's own density is the observation model, so obs_std (for models without one,
+    e.g. the GAN) must be None. The IAF posterior only changes q, so it makes no difference
+    here."""
+    d = self.ais_latent_dim()
+    if obs_std is not None:
+      raise ValueError(f'obs_std={obs_std}: the VAE scores images with its own decoder '
+                       f'density (likelihood={self.likelihood!r}); leave --ais_obs_std unset.')
+    if z.ndim != 3 or z.shape[-1] != d or z.shape[0] != image.shape[0]:
+      raise ValueError(f'decoder_log_prob takes z [B, C, {d}] and images '
+                       f'[B, H, W, C]; got {z.shape} and {image.shape}.')
+    if self.likelihood == 'gaussian' and not self.has_rng('sample'):
+      raise ValueError("decoder_log_prob with likelihood='gaussian' dequantizes the image: "
+                       "pass rngs={'sample': key} to apply.")
+    rng = self.make_rng('sample') if self.likelihood == 'gaussian' else None
+    return self._log_px(image[:, None], self._decoder_params(z), rng)
+
   def encode(self, image):
     """A point summary of q(z_1 | x) [B, latent_dims[0]], the embedding pictures use: the
     Gaussian's mean, pushed through the IAF steps (eps = 0) with an IAF posterior."""
