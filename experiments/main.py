@@ -29,16 +29,34 @@ _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file, optionally with a preset: configs/x.py:tiny.',
     lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics, samples.')
-_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'sample', 'sample_quality'],
+_MODE = flags.DEFINE_enum('mode', 'train',
+                          ['train', 'eval', 'sample', 'sample_quality', 'ais'],
                           'train (resumes), eval (test metrics of the latest checkpoint), '
                           'sample (a sample grid from the latest checkpoint), '
                           'sample_quality (FID, IS, class histogram of samples; '
-                          'experiments/sample_quality.py).')
+                          'experiments/sample_quality.py), '
+                          'ais (log p(x) by annealed importance sampling; '
+                          'experiments/ais_eval.py).')
 _CLASSIFIER_WORKDIR = flags.DEFINE_string(
     'classifier_workdir', None, '--mode=sample_quality: workdir of a trained MNIST classifier '
     '(configs/mnist_classifier.py).')
 _QUALITY_NUM_SAMPLES = flags.DEFINE_integer(
     'quality_num_samples', 10000, '--mode=sample_quality: samples to draw and score.')
+_AIS_NUM_EXAMPLES = flags.DEFINE_integer('ais_num_examples', 1000,
+                                         '--mode=ais: the first N examples of --ais_split.')
+_AIS_CHAINS = flags.DEFINE_integer('ais_chains', 16, '--mode=ais: chains per example.')
+_AIS_STEPS = flags.DEFINE_integer('ais_steps', 1000, '--mode=ais: intermediate distributions.')
+_AIS_LEAPFROG = flags.DEFINE_integer('ais_leapfrog', 10, '--mode=ais: leapfrog steps per HMC move.')
+_AIS_OBS_STD = flags.DEFINE_float('ais_obs_std', None, '--mode=ais: the Gaussian observation '
+                                  "model's std for models without a decoder density (GANs).")
+_AIS_BDMC = flags.DEFINE_bool('ais_bdmc', False, '--mode=ais: also forward and reverse AIS '
+                              '(BDMC) on data simulated from the model.')
+_AIS_BDMC_EXAMPLES = flags.DEFINE_integer('ais_bdmc_examples', 100,
+                                          '--mode=ais: simulated examples for --ais_bdmc.')
+_AIS_SPLIT = flags.DEFINE_string('ais_split', 'test', '--mode=ais: the data split to score.')
+_AIS_BATCH_SIZE = flags.DEFINE_integer('ais_batch_size', 0, '--mode=ais: examples per compiled '
+                                       'batch (0: about 4096 chains).')
+_AIS_SEED = flags.DEFINE_integer('ais_seed', 0, '--mode=ais: the random seed.')
 _ALLOW_CHANGE = flags.DEFINE_bool(
     'allow_config_change', False,
     'Resume although fields that change what the checkpoints mean (model, data, '
@@ -212,6 +230,14 @@ def main(argv):
       print(json.dumps(sample_quality.sample_quality_run(
           config, workdir, classifier_workdir=_CLASSIFIER_WORKDIR.value,
           num_samples=_QUALITY_NUM_SAMPLES.value, allow_config_change=allow)))
+    elif _MODE.value == 'ais':
+      from experiments import ais_eval  # pylint: disable=g-import-not-at-top
+      print(json.dumps(ais_eval.ais_run(
+          config, workdir, num_examples=_AIS_NUM_EXAMPLES.value, num_chains=_AIS_CHAINS.value,
+          num_steps=_AIS_STEPS.value, leapfrog_steps=_AIS_LEAPFROG.value,
+          obs_std=_AIS_OBS_STD.value, seed=_AIS_SEED.value, split=_AIS_SPLIT.value,
+          bdmc=_AIS_BDMC.value, bdmc_examples=_AIS_BDMC_EXAMPLES.value,
+          batch_size=_AIS_BATCH_SIZE.value, allow_config_change=allow)))
     else:
       print(f'samples: {train.sample_run(config, workdir, allow_config_change=allow)}')
   except _user_error_types() as e:
