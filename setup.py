@@ -10,7 +10,7 @@ setup(
     long_description_content_type='text/markdown',
     python_requires='>=3.10',
     packages=find_packages(include=['autoreg*', 'latent*', 'flows*', 'experiments*',
-                                    'configs*', 'benchmarks*']),
+                                    'configs*', 'benchmarks*', 'quality*']),
     # Lower bounds are the versions the test suite ran on (2026-11); upper bounds guard
     # against API changes in the next minor release.
     install_requires=[

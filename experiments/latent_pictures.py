@@ -28,6 +28,11 @@ no `encode`/`decode`, get none of these:
   classify(image), num_classes.
 - 'sampled' (latent/pixelvae.py): encode(image), decode(z, rng) -> a SAMPLED image on
   [0, 1]. Decoding is autoregressive and slow, so its pictures are smaller (SAMPLED_SIZES).
+- 'generator' (latent/gan.py): no encoder; decode(z) -> [B, H, W, C] on [0, 1] for
+  z ~ N(0, I) of size ais_latent_dim(), sample_means(rng, n, temperature). Pictures:
+  sample_means, prior_interpolations (rows decoding the spherical interpolation between two
+  prior draws; slerp keeps the path where a Gaussian's mass is, White 2016, arXiv
+  1609.04468) and, for a 2-D z, the manifold.
 
 Images given to these functions are the data's integers in {0..num_levels-1}; pictures
 show every image on [0, 1]. Each picture function returns its uint8 grid and writes it to
@@ -44,7 +49,7 @@ import numpy as np
 
 from experiments import images as image_io
 
-VAE, M2, SAMPLED = 'vae', 'm2', 'sampled'
+VAE, M2, SAMPLED, GENERATOR = 'vae', 'm2', 'sampled', 'generator'
 
 MAX_SCATTER_POINTS = 5000
 ENCODE_CHUNK = 500
@@ -69,7 +74,11 @@ _DIGITS = ['111101101101111', '010110010010111', '111001111100111', '11100111100
 # --------------------------------------------------------------------------- the protocol
 
 def protocol(model) -> str | None:
-  """VAE, M2 or SAMPLED (see the module docstring); None for models without a latent code."""
+  """VAE, M2, SAMPLED or GENERATOR (see the module docstring); None for models without a
+  latent code."""
+  if (hasattr(model, 'decode') and hasattr(model, 'sample_means')
+      and hasattr(model, 'ais_latent_dim') and not hasattr(model, 'encode')):
+    return GENERATOR
   if not (hasattr(model, 'encode') and hasattr(model, 'decode')):
     return None
   if hasattr(model, 'classify') and getattr(model, 'num_classes', 0):
@@ -388,6 +397,9 @@ def write_latent_pictures(model, params, images, labels, rng, directory: str, st
   sizes = SAMPLED_SIZES if kind == SAMPLED else SIZES
   keys = iter(jax.random.split(rng, 8))
   paths = []
+  if kind == GENERATOR:
+    return _write_generator_pictures(model, params, keys, directory, step, write, writer,
+                                     num_samples, temperature, sizes)
 
   def out(name, fn, *args, **kwargs):
     path = os.path.join(directory, f'{name}_step_{step}.png')
@@ -414,4 +426,38 @@ def write_latent_pictures(model, params, images, labels, rng, directory: str, st
   if kind == M2:
     out('analogies', analogies, *common, next(keys), num_levels=num_levels,
         num_images=sizes['analogies'])
+  return paths
+
+
+def prior_interpolations(model, params, rng, path: str | None = None, *, num_pairs: int = 8,
+                         num_steps: int = 10) -> np.ndarray:
+  """GENERATOR models: one row per pair of prior draws (z_a, z_b), decode(slerp(z_a, z_b, t))
+  for t = linspace(0, 1, num_steps)."""
+  from latent.gan import slerp  # pylint: disable=g-import-not-at-top
+  d = int(model.ais_latent_dim())
+  za, zb = jax.random.normal(rng, (2, num_pairs, d))
+  t = jnp.linspace(0.0, 1.0, num_steps)
+  z = jax.vmap(lambda ti: slerp(za, zb, ti))(t)            # [steps, pairs, d]
+  z = np.asarray(jnp.transpose(z, (1, 0, 2)).reshape(-1, d))
+  dec = decode(model, params, z)
+  return _finish(path, dec, num_steps)
+
+
+def _write_generator_pictures(model, params, keys, directory, step, write, writer,
+                              num_samples, temperature, sizes) -> list[str]:
+  paths = []
+
+  def out(name, fn, *args, **kwargs):
+    path = os.path.join(directory, f'{name}_step_{step}.png')
+    grid = fn(model, params, *args, path if write else None, **kwargs)
+    if writer is not None:
+      writer.write_image(step, f'latent/{name}', grid)
+    paths.append(path)
+
+  out('sample_means', sample_means, next(keys), num_samples=num_samples,
+      temperature=temperature)
+  out('prior_interpolations', prior_interpolations, next(keys),
+      num_pairs=sizes['num_pairs'], num_steps=sizes['num_steps'])
+  if int(model.ais_latent_dim()) == 2:
+    out('manifold', manifold, next(keys), grid_size=sizes['grid_size'])
   return paths

@@ -23,6 +23,8 @@ MODELS = {
     'sbn': 'latent.sbn:SBN',
     'darn': 'latent.darn:DARN',
     'gumbel_vae': 'latent.gumbel:GumbelVAE',
+    'gan': 'latent.gan:GAN',
+    'vaegan': 'latent.vaegan:VAEGAN',
     'nice': 'flows.nice:NICE',
     'realnvp': 'flows.realnvp:RealNVP',
     'glow': 'flows.glow:Glow',

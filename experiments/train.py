@@ -128,8 +128,10 @@ def create_learning_rate_schedule(cfg, num_steps: int) -> optax.Schedule:
   return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), decay], [warmup])
 
 
-def create_optimizer(cfg, num_steps: int):
-  schedule = create_learning_rate_schedule(cfg, num_steps)
+def create_optimizer(cfg, num_steps: int, schedule: optax.Schedule | None = None):
+  """(optimizer, schedule) from config.optimizer; `schedule` overrides the config's (a
+  player's schedule in its own update count)."""
+  schedule = schedule or create_learning_rate_schedule(cfg, num_steps)
   if cfg.name == 'adam':
     opt = optax.adam(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
   elif cfg.name == 'adamw':
@@ -139,6 +141,88 @@ def create_optimizer(cfg, num_steps: int):
   if cfg.grad_clip_norm:
     opt = optax.chain(optax.clip_by_global_norm(cfg.grad_clip_norm), opt)
   return opt, schedule
+
+
+# --------------------------------------------------------------------------- players
+# Models of several players (GAN: generator and discriminator; VAE-GAN: encoder, decoder and
+# discriminator) declare `players()`, the top-level parameter subtrees, and `update_phases()`,
+# the ordered (phase, players) updates of one train step. Each player gets its own instance of
+# the configured optimizer: one Adam over all of them would move a player whose gradient is
+# zero in a phase (its moments still decay into an update), and the two players' updates
+# would share bias-correction counts. optax.multi_transform keys transformations by label, but
+# every call updates every label's state, so a phase that must leave one player's optimizer
+# untouched needs this small wrapper instead.
+
+
+def model_players(model) -> tuple[str, ...] | None:
+  return tuple(model.players()) if hasattr(model, 'players') else None
+
+
+def model_phases(model) -> tuple[tuple[str, tuple[str, ...]], ...] | None:
+  if not hasattr(model, 'update_phases'):
+    return None
+  return tuple((name, tuple(players)) for name, players in model.update_phases())
+
+
+def player_updates_per_step(model) -> dict[str, int]:
+  """How many times each player is updated in one train step (its optimizer's count runs
+  that much faster than the step)."""
+  counts = {p: 0 for p in model_players(model)}
+  for _, players in model_phases(model):
+    for p in players:
+      counts[p] += 1
+  return counts
+
+
+def per_player_optimizer(txs: dict) -> optax.GradientTransformationExtraArgs:
+  """An optimizer per top-level parameter subtree (player). update(..., players=names)
+  moves only those players' parameters and optimizer states; the others get zero updates
+  and keep their states exactly."""
+
+  def init(params):
+    if set(params) != set(txs):
+      raise ValueError(f'The model declares players {sorted(txs)}, but its parameters have '
+                       f'the top-level subtrees {sorted(params)}.')
+    return {p: tx.init(params[p]) for p, tx in txs.items()}
+
+  def update(grads, state, params=None, *, players=None, **extra):
+    del extra
+    players = tuple(txs) if players is None else players
+    updates, new_state = {}, {}
+    for p, tx in txs.items():
+      if p in players:
+        updates[p], new_state[p] = tx.update(grads[p], state[p],
+                                             None if params is None else params[p])
+      else:
+        updates[p] = jax.tree.map(jnp.zeros_like, grads[p])
+        new_state[p] = state[p]
+    return updates, new_state
+
+  return optax.GradientTransformationExtraArgs(init, update)
+
+
+def create_model_optimizer(cfg, num_steps: int, model):
+  """create_optimizer, or for a multi-player model one optimizer per player, each on the
+  configured schedule read in train steps (a player updated k times per step sees
+  schedule(count // k))."""
+  tx, schedule = create_optimizer(cfg, num_steps)
+  if model_players(model) is None:
+    return tx, schedule
+  counts = player_updates_per_step(model)
+  txs = {}
+  for p, k in counts.items():
+    if k == 0:
+      raise ValueError(f'{type(model).__name__}.update_phases() never updates player {p!r}.')
+    player_schedule = schedule if k == 1 else (lambda count, k=k: schedule(count // k))
+    txs[p] = create_optimizer(cfg, num_steps, player_schedule)[0]
+  return per_player_optimizer(txs), schedule
+
+
+def phase_rngs(rng, index: int) -> dict:
+  """The rngs of phase `index` of a multi-phase train step (each phase draws fresh noise,
+  as each of Algorithm 1's steps samples a new minibatch of z)."""
+  k_sample, k_dropout = jax.random.split(jax.random.fold_in(rng, index))
+  return {'sample': k_sample, 'dropout': k_dropout}
 
 
 # --------------------------------------------------------------------------- devices
@@ -214,18 +298,39 @@ def make_train_step(model, tx, schedule, *, ema_decay: float, num_dims: int, mes
     # Models whose objective depends on the training step (scheduled sampling's decay)
     # take it as loss(..., step=).
     extra = {'step': state.step} if _takes_step(model) else {}
+    phases = model_phases(model)
 
-    def loss_fn(params):
+    def loss_fn(params, model_state, rngs, phase_kw):
       out = model.apply(model_variables(params, model_state), batch, train=True, rngs=rngs,
-                        method='loss', mutable=mutable, **extra)
+                        method='loss', mutable=mutable, **extra, **phase_kw)
       (objective, metrics), moved = out if mutable else (out, {})
       return objective, (metrics, moved)
 
-    (objective, (metrics, moved)), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(state.params)
-    model_state = {**model_state, **moved}
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    if phases is None:
+      (objective, (metrics, moved)), grads = grad_fn(state.params, model_state, rngs, {})
+      model_state = {**model_state, **moved}
+      updates, opt_state = tx.update(grads, state.opt_state, state.params)
+      params = optax.apply_updates(state.params, updates)
+      norms = {}
+    else:
+      # Several players: each phase's loss moves its players only, the next phase sees
+      # the updated parameters (Goodfellow et al. 2014, Algorithm 1).
+      params, opt_state, objective, metrics, norms = state.params, state.opt_state, 0.0, {}, {}
+      all_grads, all_updates = [], []
+      for i, (phase, players) in enumerate(phases):
+        (obj, (m, moved)), grads = grad_fn(params, model_state, phase_rngs(rng, i),
+                                           {'phase': phase})
+        model_state = {**model_state, **moved}
+        updates, opt_state = tx.update(grads, opt_state, params, players=players)
+        params = optax.apply_updates(params, updates)
+        objective = objective + obj
+        metrics.update(m)
+        for p in players:
+          norms[f'grad_norm_{p}'] = optax.tree.norm(grads[p])
+        all_grads.append({p: grads[p] for p in players})
+        all_updates.append({p: updates[p] for p in players})
+      grads, updates = all_grads, all_updates
     # Averaging warms up like TF's ExponentialMovingAverage(num_updates=step), so short
     # runs are not evaluated with parameters still close to their initialization.
     t = state.step.astype(jnp.float32)
@@ -236,7 +341,7 @@ def make_train_step(model, tx, schedule, *, ema_decay: float, num_dims: int, mes
     # broken parameters reach a checkpoint.
     out.update(loss=objective, grad_norm=optax.tree.norm(grads),
                update_norm=optax.tree.norm(updates),
-               learning_rate=schedule(state.step))
+               learning_rate=schedule(state.step), **norms)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                               ema_params=ema, model_state=model_state)
     return new_state, out
@@ -438,7 +543,8 @@ class Run:
     if config.data.batch_size % n_dev:
       raise ValueError(f'config.data.batch_size={config.data.batch_size} must be a multiple of '
                        f'the {n_dev} devices it is sharded over.')
-    self.tx, self.schedule = create_optimizer(config.optimizer, config.train.num_steps)
+    self.tx, self.schedule = create_model_optimizer(config.optimizer, config.train.num_steps,
+                                                    self.model)
     example = next(iter(self.data.eval_batches()))
     example.pop('example_mask')
     self.state = init_train_state(self.model, self.tx, example, config.seed, self.mesh)
@@ -842,9 +948,17 @@ def _train_loop(run: 'Run', writer: MetricWriter, config) -> dict:
       means['steps_per_s'] = steps_per_s
       writer.write_scalars(step, means, prefix='train/')
       bpd = f" | {means['bits_per_dim']:.4f} bits/dim" if 'bits_per_dim' in means else ''
-      logging.info('step %d/%d | loss %.4f%s | %.2f steps/s | %s left', step, num_steps,
-                   means['loss'], bpd, steps_per_s,
+      game = ''
+      if 'd_loss' in means:
+        game = (f" | d_loss {means['d_loss']:.3f} g_loss {means.get('g_loss', float('nan')):.3f}"
+                f" | D acc real {means.get('d_real_acc', float('nan')):.2f} "
+                f"fake {means.get('d_fake_acc', float('nan')):.2f}")
+      logging.info('step %d/%d | loss %.4f%s%s | %.2f steps/s | %s left', step, num_steps,
+                   means['loss'], bpd, game, steps_per_s,
                    _format_time((num_steps - step) / max(steps_per_s, 1e-9)))
+      # A collapsed or diverged game is still a run: it is named, and training goes on.
+      for warning in (run.model.health(means) if hasattr(run.model, 'health') else []):
+        logging.warning('step %d: %s', step, warning)
       acc, acc_n, t_log, step_log = {}, 0, now, step
 
     if _due(step, tc.checkpoint_every, num_steps):

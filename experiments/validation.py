@@ -286,6 +286,10 @@ def model_expects(name: str, model) -> dict[str, Any]:
                 head='a Bernoulli decoder (binary images)', shape=tuple(g('image_shape')),
                 shape_field='model.image_shape', num_classes=g('num_classes'),
                 classes_exact=True)
+  if name in ('gan', 'vaegan'):
+    return dict(kind='image', levels=g('num_levels'), levels_field='model.num_levels',
+                exact=True, head=f'images on {g("num_levels")} levels scaled to [-1, 1]',
+                shape=tuple(g('image_shape')), shape_field='model.image_shape')
   if name in ('nice', 'realnvp', 'glow', 'maf'):
     return dict(kind='image', levels=256, levels_field='model_name', exact=True,
                 head='a flow on 8-bit images dequantized as (x + u) / 256',
