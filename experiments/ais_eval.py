@@ -218,6 +218,7 @@ def _bdmc(model, variables, log_likelihood, latent_dim, settings, obs_std, n, bs
   x_sim = jax.device_get(jax.jit(lambda v, z: model.apply(
       v, method=lambda m: simulate(m, k_x, z, obs_std)))(variables, z_star))
   z_star = np.asarray(z_star)
+  bs = min(bs, n)   # no padding beyond the simulated examples
 
   @jax.jit
   def forward(variables, x, z, key):
