@@ -19,6 +19,18 @@ Samples come from the generator's EMA (decay 0.999) with batch statistics recomp
 The paper's networks are for 64x64 images (a 4x4x1024 projection and four transposed
 convolutions); this is the common two-stage MNIST variant. MNIST is 8-bit grey, scaled to
 [-1, 1]; samples are rounded back to the 256 levels.
+
+Result (one core of the 2-core CPU, `taskset -c 0`; another job had the other core):
+5,000 steps of batch 64 (5.3 passes) in 21.6 min at 3.8 steps/s. Test set at the end: D
+accuracy real 0.93, generated 0.67; generated spread 1.01 of the data's (no collapse).
+Sample quality (10,000 samples, --mode=sample_quality with the project's MNIST classifier):
+FID (MNIST-classifier features, not Inception) 66.8, Inception Score 6.64 (test set: 9.75),
+all 10 classes (KL from uniform 0.089). AIS on the first 50 test images (4 chains x 200
+distributions x 5 leapfrog): 532.9 +- 48.9 nats at --ais_obs_std=0.1.
+
+  DGM_DATA_DIR=../shared/data taskset -c 0 python -m experiments.main \
+      --config=configs/gan_mnist.py --config.train.num_steps=5000 \
+      --config.train.checkpoint_every=1000 --workdir=runs/gan_mnist
 """
 from configs import common
 

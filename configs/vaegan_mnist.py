@@ -15,6 +15,20 @@ grey images (encoder convolutions 32, 64 with batch norm and a 512-unit layer; d
 compared in the discriminator's last convolution's features, Adam (2e-4, beta1 0.5) instead
 of RMSProp (3e-4), and gamma = 1e-2, the default of the authors' released code
 (recon_vs_gan_weight); their equilibrium rule is not used. 8-bit MNIST on [-1, 1].
+
+Result (one core of the 2-core CPU, `taskset -c 0`): 3,000 steps of batch 64 in 10.3 min at
+4.8 steps/s. Test set: KL 82.8 nats, pixel MSE of the reconstructions 0.014 (they are
+sharp), D accuracy real 0.70, reconstructions 0.62, prior samples 0.93: the prior samples
+are the weak part (the feature reconstruction, ~470 nats, outweighs the KL in the encoder's
+loss, so q(z|x) sits far from p(z)). Sample quality (10,000 prior samples, MNIST-classifier
+features): FID 139.6, Inception Score 4.64, all 10 classes (KL from uniform 0.147). AIS on
+the first 50 test images (4 chains x 200 distributions x 5 leapfrog, --ais_obs_std=0.1):
+667.5 +- 22.3 nats, against the DCGAN's 532.9 +- 48.9 under the same settings.
+
+  DGM_DATA_DIR=../shared/data taskset -c 0 python -m experiments.main \
+      --config=configs/vaegan_mnist.py --config.train.num_steps=3000 \
+      --config.train.checkpoint_every=1000 --config.train.log_every=250 \
+      --workdir=runs/vaegan_mnist
 """
 from configs import common
 
