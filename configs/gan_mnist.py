@@ -63,21 +63,7 @@ def get_config(arg: str | None = None):
   c.model.discriminator_steps = opts['k']
   c.model.obs_std = 0.0   # AIS: pass --ais_obs_std (Wu et al. choose it on validation data)
 
-  c.data.name = 'mnist'
-  c.data.batch_size = 64
-  c.data.eval_batch_size = 500
-  c.data.eval_split = 'test'
-
-  c.optimizer.learning_rate = 2e-4
-  c.optimizer.b1 = 0.5
-  c.optimizer.schedule = 'constant'
-  c.optimizer.warmup_steps = 0
-  c.optimizer.grad_clip_norm = 0.0
-  c.train.num_steps = 20_000
-  c.train.log_every = 500
-  c.train.checkpoint_every = 5000
-  c.train.num_samples = 64
-  c.train.ema_decay = 0.999
+  adversarial_training(c)
 
   if opts['cifar10']:
     # DCGAN for 32x32 RGB: 4x4x512 -> 8x8x256 -> 16x16x128 -> 32x32x3, and the mirror image.
@@ -94,12 +80,37 @@ def get_config(arg: str | None = None):
     c.model.latent_dim = 8
     c.model.generator_features = 8
     c.model.discriminator_features = 8
-    c.data.batch_size = 16
-    c.data.eval_batch_size = 128
-    c.data.eval_split = 'test[:256]'
-    c.train.num_steps = 5
-    c.train.log_every = 1
-    c.train.checkpoint_every = 5
-    c.train.num_samples = 8
-    c.train.batch_stats_batches = 2
+    tiny_adversarial(c)
   return c
+
+
+def adversarial_training(c) -> None:
+  """The data, optimizer and schedule the GAN and the VAE-GAN configs share: 8-bit MNIST in
+  batches of 64, DCGAN's Adam (2e-4, beta1 0.5, constant, no clipping), EMA 0.999."""
+  c.data.name = 'mnist'
+  c.data.batch_size = 64
+  c.data.eval_batch_size = 500
+  c.data.eval_split = 'test'
+
+  c.optimizer.learning_rate = 2e-4
+  c.optimizer.b1 = 0.5
+  c.optimizer.schedule = 'constant'
+  c.optimizer.warmup_steps = 0
+  c.optimizer.grad_clip_norm = 0.0
+  c.train.num_steps = 20_000
+  c.train.log_every = 500
+  c.train.checkpoint_every = 5000
+  c.train.num_samples = 64
+  c.train.ema_decay = 0.999
+
+
+def tiny_adversarial(c) -> None:
+  """The few-step data and schedule of the adversarial configs' `tiny` presets."""
+  c.data.batch_size = 16
+  c.data.eval_batch_size = 128
+  c.data.eval_split = 'test[:256]'
+  c.train.num_steps = 5
+  c.train.log_every = 1
+  c.train.checkpoint_every = 5
+  c.train.num_samples = 8
+  c.train.batch_stats_batches = 2

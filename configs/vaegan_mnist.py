@@ -30,7 +30,7 @@ the first 50 test images (4 chains x 200 distributions x 5 leapfrog, --ais_obs_s
       --config.train.checkpoint_every=1000 --config.train.log_every=250 \
       --workdir=runs/vaegan_mnist
 """
-from configs import common
+from configs import common, gan_mnist
 
 
 def _parse(arg):
@@ -67,21 +67,7 @@ def get_config(arg: str | None = None):
   c.model.generator_loss = 'non_saturating' if opts['non_saturating'] else 'minimax'
   c.model.obs_std = 0.0
 
-  c.data.name = 'mnist'
-  c.data.batch_size = 64
-  c.data.eval_batch_size = 500
-  c.data.eval_split = 'test'
-
-  c.optimizer.learning_rate = 2e-4
-  c.optimizer.b1 = 0.5
-  c.optimizer.schedule = 'constant'
-  c.optimizer.warmup_steps = 0
-  c.optimizer.grad_clip_norm = 0.0
-  c.train.num_steps = 20_000
-  c.train.log_every = 500
-  c.train.checkpoint_every = 5000
-  c.train.num_samples = 64
-  c.train.ema_decay = 0.999
+  gan_mnist.adversarial_training(c)
 
   if opts['tiny']:
     c.model.latent_dim = 4
@@ -89,12 +75,5 @@ def get_config(arg: str | None = None):
     c.model.encoder_hidden = 16
     c.model.generator_features = 8
     c.model.discriminator_features = 8
-    c.data.batch_size = 16
-    c.data.eval_batch_size = 128
-    c.data.eval_split = 'test[:256]'
-    c.train.num_steps = 5
-    c.train.log_every = 1
-    c.train.checkpoint_every = 5
-    c.train.num_samples = 8
-    c.train.batch_stats_batches = 2
+    gan_mnist.tiny_adversarial(c)
   return c

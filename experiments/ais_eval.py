@@ -35,6 +35,7 @@ from absl import logging
 
 from autoreg import likelihood
 from experiments import train
+from experiments import workdir as workdir_lib
 from experiments.errors import UserError
 from experiments.models import build_model
 from latent import ais as ais_lib
@@ -200,8 +201,7 @@ def ais_run(config: ml_collections.ConfigDict, workdir: str, *, num_examples: in
   finally:
     run.close()
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, RESULTS_NAME), 'a') as f:
-      f.write(json.dumps(result) + '\n')
+    workdir_lib.append_json_line(os.path.join(workdir, RESULTS_NAME), json.dumps(result))
   if return_per_example:
     result = {**result, 'per_example_log_px': fwd['log_px'].tolist()}
   return result

@@ -60,6 +60,7 @@ from absl import logging
 
 import experiments
 from experiments import datasets, input_pipeline, train
+from experiments import workdir as workdir_lib
 from experiments.errors import UserError
 from experiments.models import build_model
 from quality import metrics
@@ -177,13 +178,7 @@ def _eval_seed(config) -> int:
 
 
 def _append(path: str, record: dict) -> None:
-  needs_newline = False
-  if os.path.exists(path) and os.path.getsize(path):
-    with open(path, 'rb') as f:
-      f.seek(-1, os.SEEK_END)
-      needs_newline = f.read(1) != b'\n'
-  with open(path, 'a') as f:
-    f.write(('\n' if needs_newline else '') + json.dumps(record) + '\n')
+  workdir_lib.append_json_line(path, json.dumps(record))
 
 
 def _distribution(prefix: str, probs: np.ndarray, name: str) -> dict:

@@ -258,7 +258,7 @@ def check_resume(workdir: str, config, *, allow_change: bool,
   return changes, frozen
 
 
-def _append_line(path: str, line: str) -> None:
+def append_json_line(path: str, line: str) -> None:
   """Appends one JSON line; a line a crash cut short is closed first, so it alone is lost."""
   needs_newline = False
   if os.path.exists(path) and os.path.getsize(path):
@@ -280,7 +280,7 @@ def record_start(workdir: str, config, start_step: int, changes: dict, *,
     if not os.path.exists(history_path) and os.path.exists(config_path):
       # A workdir from before the history: its config.json becomes the first entry.
       for e in read_history(workdir):
-        _append_line(history_path, json.dumps(e, sort_keys=True))
+        append_json_line(history_path, json.dumps(e, sort_keys=True))
     if fresh or not os.path.exists(config_path):
       tmp = config_path + '.tmp'
       with open(tmp, 'w') as f:
@@ -294,7 +294,7 @@ def record_start(workdir: str, config, start_step: int, changes: dict, *,
              'changes': {k: list(v) for k, v in changes.items()}, 'config': cfg}
     if reset_optimizer:
       entry['reset_optimizer'] = True
-    _append_line(history_path, json.dumps(entry, sort_keys=True))
+    append_json_line(history_path, json.dumps(entry, sort_keys=True))
   except OSError as e:
     raise WorkdirError(describe_os_error(e, ' (the run config)')) from e
 

@@ -34,12 +34,14 @@ Images are scaled to [-1, 1].
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from autoreg.distributions import to_unit_range
+from latent import ais
 
 DCGAN_INIT = nn.initializers.normal(0.02)
 GENERATOR_LOSSES = ('non_saturating', 'minimax')
@@ -110,29 +112,55 @@ class Discriminator(nn.Module):
     return logit, feats
 
 
-def to_unit_range(image, num_levels: int):
-  """Integer images {0..L-1} -> [-1, 1]."""
-  return image.astype(jnp.float32) / (num_levels - 1) * 2.0 - 1.0
-
-
 def from_unit_range(x, num_levels: int):
   """[-1, 1] -> the nearest integer level."""
   return jnp.clip(jnp.round((x + 1.0) / 2.0 * (num_levels - 1)), 0, num_levels - 1).astype(
       jnp.int32)
 
 
-def apply_transformed(module: nn.Module, make_unbound, transform, *args, train: bool = True):
+def apply_transformed(module: nn.Module, transform, *args, train: bool = True):
   """Runs the bound submodule `module` on transform(each of its parameters), e.g.
   `jax.lax.stop_gradient`: its output still carries gradient to `args`, none (or a scaled
-  one) to the parameters. `make_unbound()` builds the same module unbound. Batch statistics
-  are read, and this call's moves of them dropped."""
+  one) to the parameters. Batch statistics are read, and this call's moves of them
+  dropped."""
   variables = module.variables
   params = jax.tree.map(transform, variables['params'])
   rest = {k: v for k, v in variables.items() if k != 'params'}
+  unbound = module.clone(parent=None)
   if train and rest:
-    return make_unbound().apply({'params': params, **rest}, *args, train=train,
-                                mutable=list(rest))[0]
-  return make_unbound().apply({'params': params, **rest}, *args, train=train)
+    return unbound.apply({'params': params, **rest}, *args, train=train,
+                         mutable=list(rest))[0]
+  return unbound.apply({'params': params, **rest}, *args, train=train)
+
+
+def gaussian_decoder_log_prob(decode, z, image, obs_std: float, num_levels: int, who: str):
+  """log N(x; decode(z), obs_std^2 I) on the [0, 1] pixel scale (Wu et al. 2017's observation
+  model for a generator), z [B, C, d], integer image [B, H, W, Ch] -> [B, C]."""
+  if not obs_std or obs_std <= 0:
+    raise ValueError(f'{who}.decoder_log_prob needs obs_std > 0 (the Gaussian observation '
+                     'model of Wu et al. 2017): pass --ais_obs_std or set config.model.obs_std.')
+  b, c, d = z.shape
+  x = image.astype(jnp.float32) / (num_levels - 1)
+
+  def mean_fn(zz):
+    return decode(zz.reshape(b * c, d)).reshape((b, c) + x.shape[1:])
+  return ais.gaussian_log_likelihood(mean_fn, obs_std)(z, x)
+
+
+def game_health(m: dict, fake: str = 'generated') -> list[str]:
+  """Warnings a person should read, from the logged means: the discriminator winning
+  outright (the generator's gradient vanishes) and mode collapse."""
+  out = []
+  if m.get('d_fake_acc', 0) > 0.99 and m.get('d_real_acc', 0) > 0.99:
+    out.append(f"the discriminator tells every image apart (accuracy real "
+               f"{m['d_real_acc']:.3f}, {fake} {m['d_fake_acc']:.3f}; g_loss "
+               f"{m.get('g_loss', float('nan')):.2f}): the generator's gradient may vanish. "
+               'A lower discriminator learning rate or fewer discriminator_steps helps; '
+               'the run goes on.')
+  if 'fake_spread' in m and m['fake_spread'] < 0.2:
+    out.append(f"{fake} images barely differ (per-pixel spread {m['fake_spread']:.3f} of "
+               "the data's): mode collapse. The run goes on; look at the samples.")
+  return out
 
 
 def bce_real(logit):
@@ -207,10 +235,6 @@ class GAN(nn.Module):
     self.discriminator = Discriminator(self.image_shape, self.discriminator_features,
                                        self.batch_norm)
 
-  def _unbound_discriminator(self):
-    return Discriminator(self.image_shape, self.discriminator_features, self.batch_norm,
-                         parent=None)
-
   def prior(self, rng, n: int):
     return jax.random.normal(rng, (n, self.latent_dim))
 
@@ -248,8 +272,8 @@ class GAN(nn.Module):
     if phase in (None, 'generator'):
       if self.is_initializing() and phase is not None:
         self.discriminator(real, train=train)
-      logit_g, _ = apply_transformed(self.discriminator, self._unbound_discriminator,
-                                     jax.lax.stop_gradient, fake, train=train)
+      logit_g, _ = apply_transformed(self.discriminator, jax.lax.stop_gradient, fake,
+                                     train=train)
       g_loss = bce_real(logit_g) if self.generator_loss == 'non_saturating' else -bce_fake(logit_g)
       metrics.update(g_loss=g_loss, g_fake_prob=nn.sigmoid(logit_g))
     spread_fake = jnp.mean(jnp.std(fake, axis=0))
@@ -258,19 +282,7 @@ class GAN(nn.Module):
     return jnp.mean(d_loss + g_loss), metrics
 
   def health(self, m: dict) -> list[str]:
-    """Warnings a person should read, from the logged means: the discriminator winning
-    outright (the generator's gradient vanishes) and mode collapse."""
-    out = []
-    if m.get('d_fake_acc', 0) > 0.99 and m.get('d_real_acc', 0) > 0.99:
-      out.append(f"the discriminator tells every image apart (accuracy real "
-                 f"{m['d_real_acc']:.3f}, generated {m['d_fake_acc']:.3f}; g_loss "
-                 f"{m.get('g_loss', float('nan')):.2f}): the generator's gradient may vanish. "
-                 'A lower discriminator learning rate or fewer discriminator_steps helps; '
-                 'the run goes on.')
-    if 'fake_spread' in m and m['fake_spread'] < 0.2:
-      out.append(f"generated images barely differ (per-pixel spread {m['fake_spread']:.3f} of "
-                 "the data's): mode collapse. The run goes on; look at the samples.")
-    return out
+    return game_health(m)
 
   # -- sampling and pictures
   def sample(self, rng, shape, temperature: float = 1.0):
@@ -297,14 +309,6 @@ class GAN(nn.Module):
     """log N(x; G(z), obs_std^2 I) on the [0, 1] pixel scale, z [B, C, d], integer image
     [B, H, W, Ch] -> [B, C] (Wu et al. 2017, Sec. 4: a GAN's generator with a Gaussian
     observation model). obs_std defaults to the model's obs_std."""
-    std = self.obs_std if obs_std is None else obs_std
-    if not std or std <= 0:
-      raise ValueError('GAN.decoder_log_prob needs obs_std > 0 (the Gaussian observation '
-                       'model of Wu et al. 2017): pass --ais_obs_std or set '
-                       'config.model.obs_std.')
-    b, c, d = z.shape
-    mean = self.decode(z.reshape(b * c, d)).reshape(b, c, -1)
-    x = image.reshape(b, 1, -1).astype(jnp.float32) / (self.num_levels - 1)
-    n = x.shape[-1]
-    sq = jnp.sum((x - mean) ** 2, -1)
-    return -0.5 * sq / std ** 2 - n * (math.log(std) + 0.5 * math.log(2 * math.pi))
+    return gaussian_decoder_log_prob(self.decode, z, image,
+                                     self.obs_std if obs_std is None else obs_std,
+                                     self.num_levels, 'GAN')

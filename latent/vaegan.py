@@ -39,13 +39,13 @@ kernels, a 2048-unit encoder layer and 128 latents); the config says how ours di
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from autoreg.distributions import to_unit_range
 from latent import distributions as dist
 from latent.gan import (
   DCGAN_INIT,
@@ -58,7 +58,8 @@ from latent.gan import (
   bce_fake,
   bce_real,
   from_unit_range,
-  to_unit_range,
+  game_health,
+  gaussian_decoder_log_prob,
 )
 
 
@@ -143,13 +144,6 @@ class VAEGAN(nn.Module):
     self.discriminator = Discriminator(self.image_shape, self.discriminator_features,
                                        self.batch_norm, self.feature_layer)
 
-  def _unbound_decoder(self):
-    return Generator(self.image_shape, self.generator_features, self.batch_norm, parent=None)
-
-  def _unbound_discriminator(self):
-    return Discriminator(self.image_shape, self.discriminator_features, self.batch_norm,
-                         self.feature_layer, parent=None)
-
   def loss(self, batch, train: bool = True, phase: str | None = None):
     """The routed sum L_prior + L_llike + (gamma-scaled) + the GAN terms; metrics per
     example: kl, feature_recon (L_llike), pixel_mse (of the reconstruction on [0, 1]),
@@ -170,8 +164,7 @@ class VAEGAN(nn.Module):
     frozen = jax.lax.stop_gradient
 
     def frozen_dis(images):
-      return apply_transformed(self.discriminator, self._unbound_discriminator, frozen,
-                                images, train=train)
+      return apply_transformed(self.discriminator, frozen, images, train=train)
 
     # The GAN term: the decoder plays on reconstructions (z stopped) and prior samples.
     x_tilde = self.decoder(frozen(z), train=train)
@@ -179,8 +172,8 @@ class VAEGAN(nn.Module):
 
     # L_llike: the encoder's gradient in full, the decoder's scaled by gamma, none to the
     # discriminator (its parameters and its features of x are stopped).
-    x_tilde_llike = apply_transformed(self.decoder, self._unbound_decoder,
-                                      scale_gradient(self.gamma), z, train=train)
+    x_tilde_llike = apply_transformed(self.decoder, scale_gradient(self.gamma), z,
+                                      train=train)
     _, feat_tilde = frozen_dis(x_tilde_llike)
     feature_recon = 0.5 * jnp.sum((frozen(feat_real) - feat_tilde) ** 2, -1)
 
@@ -209,15 +202,7 @@ class VAEGAN(nn.Module):
     return jnp.mean(objective), metrics
 
   def health(self, m: dict) -> list[str]:
-    out = []
-    if m.get('d_fake_acc', 0) > 0.99 and m.get('d_real_acc', 0) > 0.99:
-      out.append(f"the discriminator tells every image apart (accuracy real "
-                 f"{m['d_real_acc']:.3f}, prior samples {m['d_fake_acc']:.3f}): the "
-                 "decoder's GAN gradient may vanish; the run goes on.")
-    if 'fake_spread' in m and m['fake_spread'] < 0.2:
-      out.append(f"prior samples barely differ (per-pixel spread {m['fake_spread']:.3f} of the "
-                 "data's): mode collapse. The run goes on; look at the samples.")
-    return out
+    return game_health(m, 'prior-sample')
 
   # -- the VAE side: pictures, sampling
   def encode(self, image):
@@ -248,13 +233,6 @@ class VAEGAN(nn.Module):
 
   def decoder_log_prob(self, z, image, obs_std=None):
     """log N(x; Dec(z), obs_std^2 I) on [0, 1] pixels; z [B, C, d] -> [B, C]."""
-    std = self.obs_std if obs_std is None else obs_std
-    if not std or std <= 0:
-      raise ValueError('VAEGAN.decoder_log_prob needs obs_std > 0 (a Gaussian observation '
-                       'model): pass --ais_obs_std or set config.model.obs_std.')
-    b, c, d = z.shape
-    mean = self.decode(z.reshape(b * c, d)).reshape(b, c, -1)
-    xv = image.reshape(b, 1, -1).astype(jnp.float32) / (self.num_levels - 1)
-    n = xv.shape[-1]
-    return (-0.5 * jnp.sum((xv - mean) ** 2, -1) / std ** 2
-            - n * (math.log(std) + 0.5 * math.log(2 * math.pi)))
+    return gaussian_decoder_log_prob(self.decode, z, image,
+                                     self.obs_std if obs_std is None else obs_std,
+                                     self.num_levels, 'VAEGAN')
