@@ -29,7 +29,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.binarize = False
 
   c.optimizer = ml_collections.ConfigDict()
-  c.optimizer.name = 'adam'
+  c.optimizer.name = 'adam'     # 'adam', 'adamw' or 'rmsprop' (decay b2, eps)
   c.optimizer.learning_rate = 1e-3
   c.optimizer.warmup_steps = 100
   c.optimizer.schedule = 'cosine'  # 'constant', 'cosine' or 'piecewise'

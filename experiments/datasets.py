@@ -20,6 +20,13 @@ The data sets, and where each comes from:
 - `spoken_digit`: the Free Spoken Digit Dataset (Jakobovski et al.), mono 16-bit 8 kHz WAV
   recordings named `{digit}_{speaker}_{take}.wav`; takes 0-4 are 'test', the rest 'train'
   (the data set's own convention; TFDS ships it as a single 'train' split).
+- `moving_mnist`: Srivastava et al.'s Moving MNIST (arXiv 1502.04681), generated here from
+  the MNIST files (experiments/moving_mnist.py): two digits bouncing in a 64x64 frame for
+  20 frames, uint8 'video' [N, 20, 64, 64, 1]. 'test' is a fixed seeded set of 10,000
+  sequences of the MNIST test digits; 'train' sequences of the training digits are
+  generated on access by the input pipeline (a practically infinite random-access
+  source), which also makes the smaller variants of config.data (frame_size, digit_size,
+  num_digits, num_frames). Reads the `mnist/` folder.
 - `reverse_strings`, `sort_strings`: synthetic transduction tasks generated here, seeded
   (no files, no source): strings of lowercase letters, each of a length drawn uniformly,
   whose target is the string reversed, or its letters sorted. 'train' holds 100,000
@@ -65,12 +72,13 @@ from typing import Any
 
 import numpy as np
 
+from experiments import moving_mnist
 from experiments.errors import UserError
 
 Arrays = dict[str, np.ndarray]
 
 NAMES = ('digits', 'mnist', 'binarized_mnist', 'fashion_mnist', 'cifar10', 'tiny_shakespeare',
-         'spoken_digit', 'reverse_strings', 'sort_strings')
+         'spoken_digit', 'reverse_strings', 'sort_strings', 'moving_mnist')
 # Synthetic transduction tasks generated here (seeded, no files); see _generate_transduction.
 GENERATED = ('reverse_strings', 'sort_strings')
 # Token ids of the transduction tasks: 0 padding, 1 start, 2 end, then the letters.
@@ -103,8 +111,9 @@ class DatasetInfo:
 
   Attributes:
     name: the data set's name (one of NAMES).
-    kind: 'image', 'text' or 'audio'.
-    shape: one example's shape: (H, W, C) for images; () for text and audio, whose
+    kind: 'image', 'text', 'audio', 'transduction' or 'video'.
+    shape: one example's shape: (H, W, C) for images, (T, H, W, C) for video; () for
+      text and audio, whose
       examples are sequences (text is one long id sequence, audio padded + 'length').
     num_levels: discrete values per dimension: 256 for 8-bit images and for audio (which
       the model mu-law encodes to 256 levels), 2 for binarized_mnist, 17 for digits, the
@@ -140,6 +149,8 @@ _INFOS = {
                                 num_speakers=len(SPOKEN_DIGIT_SPEAKERS),
                                 sample_rate=_SPOKEN_DIGIT_RATE),
 }
+_INFOS['moving_mnist'] = DatasetInfo('moving_mnist', 'video', (20, 64, 64, 1), 256, 0,
+                                     ('train', 'test'))
 for _name in GENERATED:
   _INFOS[_name] = DatasetInfo(_name, 'transduction', (), len(TRANSDUCTION_VOCAB), 0,
                               tuple(TRANSDUCTION_SPLITS), vocab=TRANSDUCTION_VOCAB)
@@ -195,6 +206,11 @@ def load_split(name: str, split: str, *, source: str = 'auto', local_dir: str | 
   info = get_info(name)
   if split not in info.splits:
     raise DataError(f'{name!r} has no split {split!r}; valid splits: {", ".join(info.splits)}.')
+  if name == 'moving_mnist':
+    if split == 'train':
+      raise DataError("moving_mnist's 'train' split is generated on access (it has 1,000,000 "
+                      'sequences); use datasets.moving_mnist_source or the input pipeline.')
+    return {'video': moving_mnist_source(split, source=source, local_dir=local_dir).generate()}
   if source not in SOURCES:
     raise DataError(f'Unknown data source {source!r}; valid sources: {", ".join(SOURCES)}.')
   folder = _folder_name(name)
@@ -220,14 +236,30 @@ def load_split(name: str, split: str, *, source: str = 'auto', local_dir: str | 
   return dict(_CACHE[key])
 
 
+def moving_mnist_source(split: str, spec: moving_mnist.Spec | None = None, *,
+                        indices: range | None = None, source: str = 'auto',
+                        local_dir: str | None = None) -> moving_mnist.Source:
+  """The Moving MNIST sequences of a split as a random-access source (see
+  experiments/moving_mnist.py): 'train' has moving_mnist.TRAIN_SIZE sequences of the MNIST
+  training digits, 'test' the fixed moving_mnist.TEST_SIZE of the test digits. `indices`
+  (a range) selects some of them; spec None is the standard data set. The MNIST files are
+  read as load_split('mnist') reads them."""
+  if split not in ('train', 'test'):
+    raise DataError(f"'moving_mnist' has no split {split!r}; valid splits: train, test.")
+  digits = load_split('mnist', split, source=source, local_dir=local_dir)['image']
+  count, seed = ((moving_mnist.TRAIN_SIZE, moving_mnist.TRAIN_SEED) if split == 'train'
+                 else (moving_mnist.TEST_SIZE, moving_mnist.TEST_SEED))
+  return moving_mnist.Source(digits, count, seed, spec or moving_mnist.Spec(), indices=indices)
+
+
 def source_name(name: str) -> str:
-  """The data set whose files `name` reads: binarized_mnist is binarized mnist."""
-  return 'mnist' if name == 'binarized_mnist' else name
+  """The data set whose files `name` reads: binarized_mnist and moving_mnist read mnist."""
+  return 'mnist' if name in ('binarized_mnist', 'moving_mnist') else name
 
 
 def _folder_name(name: str) -> str:
   """The TFDS name, which is also the local folder's name."""
-  return 'mnist' if name == 'binarized_mnist' else name
+  return 'mnist' if name in ('binarized_mnist', 'moving_mnist') else name
 
 
 def _local_dir_hint(name: str) -> str:

@@ -28,7 +28,7 @@ from typing import Any, Iterator
 import grain
 import numpy as np
 
-from experiments import datasets
+from experiments import datasets, moving_mnist
 from experiments.datasets import DataError, DatasetInfo
 
 # Evaluation uses this fixed binarization of the test set unless the config says otherwise.
@@ -61,7 +61,7 @@ class Datasets:
   @property
   def example_shape(self) -> tuple:
     """Shape of one model input (image H, W, C; sequence length for text/audio)."""
-    key = {'image': 'image', 'text': 'text', 'audio': 'audio',
+    key = {'image': 'image', 'text': 'text', 'audio': 'audio', 'video': 'video',
            'transduction': 'source'}[self.info.kind]
     return tuple(self._eval_source[key].shape[1:])
 
@@ -163,6 +163,8 @@ def _prepare_split(cfg, info: DatasetInfo, spec: str, train: bool) -> tuple[dict
   """Loads a split and returns (arrays, per-example random transform or None)."""
   split, sl = parse_split(spec)
   field = 'train_split' if train else 'eval_split'
+  if info.kind == 'video':
+    return _video_split(cfg, split, sl, field, train), None
   arrays = datasets.load_split(cfg.name, split, source=cfg.source, local_dir=cfg.local_dir)
   total = len(next(iter(arrays.values())))
   if info.kind != 'text':   # text is sliced by windows, below
@@ -202,6 +204,34 @@ def _prepare_split(cfg, info: DatasetInfo, spec: str, train: bool) -> tuple[dict
       arrays = dict(arrays,
                     mask=np.arange(arrays['audio'].shape[1])[None] < arrays['length'][:, None])
   return arrays, transform
+
+
+VIDEO_FIELDS = ('frame_size', 'digit_size', 'num_digits', 'num_frames')
+
+
+def video_spec(cfg) -> moving_mnist.Spec:
+  """The Moving MNIST variant of a config's data section: the standard data set (64x64,
+  two 28-pixel digits, 20 frames) unless data.frame_size, digit_size, num_digits or
+  num_frames say otherwise."""
+  try:
+    return moving_mnist.Spec(**{k: cfg[k] for k in VIDEO_FIELDS if k in cfg})
+  except ValueError as e:
+    raise DataError(f'config.data: {e}') from None
+
+
+def _video_split(cfg, split: str, sl: slice, field: str, train: bool):
+  """Training: a random-access source generating sequences on access. Evaluation: the
+  selected sequences generated into memory (10,000 standard sequences are 820 MB)."""
+  spec = video_spec(cfg)
+  count = moving_mnist.TRAIN_SIZE if split == 'train' else moving_mnist.TEST_SIZE
+  indices = range(count)[sl]
+  if not len(indices):
+    raise DataError(f'config.data.{field}={cfg[field]!r} selects none of the {count:,} '
+                    f"sequences of moving_mnist's {split!r} split. Select at least one: "
+                    f"'{split}' or '{split}[:512]'.")
+  source = datasets.moving_mnist_source(split, spec, indices=indices, source=cfg.source,
+                                        local_dir=cfg.local_dir)
+  return source if train else {'video': source.generate()}
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -247,7 +277,8 @@ def _batched_stream(arrays, transform, shuffle_seed: int, transform_seed: int,
                     batch_size: int, process_index: int, process_count: int):
   """An infinite MapDataset of this process's batches: reshuffled every epoch, the random
   transform seeded by each element's global index, sharded by process."""
-  ds = grain.MapDataset.source(_ArraySource(arrays)).shuffle(seed=shuffle_seed).repeat()
+  source = _ArraySource(arrays) if isinstance(arrays, dict) else arrays
+  ds = grain.MapDataset.source(source).shuffle(seed=shuffle_seed).repeat()
   if transform is not None:
     ds = ds.random_map(transform, seed=transform_seed)
   ds = ds[process_index::process_count]
@@ -346,6 +377,8 @@ def data_info(cfg) -> DatasetInfo:
     # Each pixel a Bernoulli draw of its intensity: fresh every training epoch, fixed for
     # evaluation (as binarized_mnist, which is mnist with this on).
     info = dataclasses.replace(info, num_levels=2)
+  if info.kind == 'video':
+    info = dataclasses.replace(info, shape=video_spec(cfg).shape)
   return info
 
 
@@ -356,7 +389,8 @@ def create_datasets(cfg, *, seed: int, process_index: int = 0, process_count: in
   cfg fields: name, source ('auto' | 'local' | 'tfds'), local_dir (None falls back to
   $DGM_DATA_DIR), batch_size (global), eval_batch_size (global), eval_split, and per kind:
   seq_len and random_offsets (text; training windows start at a random offset each epoch),
-  crop_length (audio), eval_binarization_seed (binarized images); for semi-supervised
+  crop_length (audio), eval_binarization_seed (binarized images), frame_size, digit_size,
+  num_digits and num_frames (moving_mnist's variant, see video_spec); for semi-supervised
   training, num_labelled (0 or absent: off), labelled_batch_size and labelled_seed
   (default 0), which make each training batch batch_size + labelled_batch_size examples
   with a boolean 'labelled' field.

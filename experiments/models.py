@@ -17,6 +17,7 @@ MODELS = {
     'bytenet': 'autoreg.bytenet:ByteNet',
     'char_rnn': 'autoreg.char_rnn:CharRNN',
     'seq2seq': 'autoreg.seq2seq:Seq2Seq',
+    'vpn': 'autoreg.vpn:VPN',
     'vae': 'latent.vae:VAE',
     'm2': 'latent.m2:M2',
     'pixelvae': 'latent.pixelvae:PixelVAE',

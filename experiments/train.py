@@ -38,7 +38,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from autoreg import likelihood
-from experiments import audio, images, input_pipeline, latent_pictures, validation
+from experiments import audio, images, input_pipeline, latent_pictures, validation, video
 from experiments import workdir as workdir_lib
 from experiments.checkpointing import Checkpointer, CheckpointError
 from experiments.errors import UserError, WorkdirError
@@ -136,8 +136,12 @@ def create_optimizer(cfg, num_steps: int, schedule: optax.Schedule | None = None
     opt = optax.adam(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
   elif cfg.name == 'adamw':
     opt = optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay)
+  elif cfg.name == 'rmsprop':
+    # The squared-gradient average decays with b2 (optax's decay); eps as configured.
+    opt = optax.rmsprop(schedule, decay=cfg.b2, eps=cfg.eps)
   else:
-    raise ValueError(f"config.optimizer.name must be 'adam' or 'adamw', got {cfg.name!r}")
+    raise ValueError(f"config.optimizer.name must be 'adam', 'adamw' or 'rmsprop', got "
+                     f'{cfg.name!r}')
   if cfg.grad_clip_norm:
     opt = optax.chain(optax.clip_by_global_norm(cfg.grad_clip_norm), opt)
   return opt, schedule
@@ -638,13 +642,10 @@ class Run:
   def write_samples(self, step: int, writer: MetricWriter | None = None) -> str | None:
     """Writes samples a person opens: a PNG grid (one row per class for class-conditional
     image models), WAV files for audio, a text file for text. Returns the path."""
-    kind = self.data.info.kind
-    if kind == 'audio':
-      return self._write_audio(step)
-    if kind == 'text':
-      return self._write_text(step)
-    if kind == 'transduction':
-      return self._write_transductions(step)
+    writer_of_kind = {'audio': self._write_audio, 'text': self._write_text,
+                      'transduction': self._write_transductions, 'video': self._write_video}
+    if self.data.info.kind in writer_of_kind:
+      return writer_of_kind[self.data.info.kind](step)
     if not hasattr(self.model, 'sample'):
       return None
     n = self.config.train.num_samples
@@ -662,6 +663,24 @@ class Run:
       if writer is not None:
         writer.write_image(step, 'samples', grid)
     return path
+
+  def _write_video(self, step: int) -> str:
+    """samples/step_N/sequence_I.{png,gif}: for the first num_samples evaluation
+    sequences, the ground truth and config.sample.num_completions samples of the predicted
+    frames given the context frames (experiments/video.py)."""
+    batch = next(iter(self.data.eval_batches()))
+    n = max(1, min(self.config.train.num_samples, int(batch['example_mask'].sum())))
+    truth = np.asarray(batch['video'][:n])
+    k = self.model.context_frames
+    rng = jax.random.fold_in(jax.random.key(self.config.seed), step + 1)
+    draws = max(1, self.config.sample.get('num_completions', 1))
+    samples = np.stack([self._sample(jax.random.fold_in(rng, s), truth.shape,
+                                     context=jnp.asarray(truth[:, :k]))
+                        for s in range(draws)]).astype(np.uint8)
+    directory = os.path.join(self.samples_dir, f'step_{step}')
+    if jax.process_index() == 0:
+      video.write_video_samples(directory, truth, samples, k)
+    return directory
 
   def _write_audio(self, step: int) -> str:
     """WAV files (16-bit, the data's sample rate) for the configured speaker and digits:

@@ -24,7 +24,7 @@ TOP_KEYS = ('seed', 'distributed', 'model_name', 'model', 'data', 'optimizer', '
 DATA_KEYS = ('name', 'source', 'local_dir', 'train_split', 'eval_split', 'batch_size',
              'eval_batch_size', 'binarize', 'eval_binarization_seed', 'seq_len',
              'random_offsets', 'streams', 'crop_length', 'num_labelled', 'labelled_batch_size',
-             'labelled_seed')
+             'labelled_seed', 'frame_size', 'digit_size', 'num_digits', 'num_frames')
 TRAIN_KEYS = ('num_steps', 'log_every', 'eval_every', 'checkpoint_every', 'sample_every',
               'num_samples', 'sample_at_end', 'keep_checkpoints', 'ema_decay', 'eval_with_ema',
               'eval_batch_stats', 'batch_stats_batches')
@@ -160,10 +160,12 @@ def validate_config(config) -> None:
   p.bool_('data.streams')
   p.int_('data.seq_len', 1)
   p.int_('data.crop_length', 1)
+  for field in ('frame_size', 'digit_size', 'num_digits', 'num_frames'):
+    p.int_(f'data.{field}', 1)
   p.int_('data.num_labelled', 0)
   p.int_('data.labelled_batch_size', 0)
   # optimizer
-  p.choice('optimizer.name', ('adam', 'adamw'))
+  p.choice('optimizer.name', ('adam', 'adamw', 'rmsprop'))
   p.choice('optimizer.schedule', SCHEDULES)
   p.float_('optimizer.learning_rate', 0.0, low_open=True)
   p.int_('optimizer.warmup_steps', 0)
@@ -266,6 +268,11 @@ def model_expects(name: str, model) -> dict[str, Any]:
   if name in ('bytenet', 'char_rnn'):
     return dict(kind='text', levels=g('vocab_size'), levels_field='model.vocab_size',
                 head=f'a softmax over {g("vocab_size")} characters')
+  if name == 'vpn':
+    return dict(kind='video', levels=256, levels_field='model_name', exact=True,
+                head=(f"a {g('output')!r} decoder over 8-bit grey frames "
+                      f"(config.model.output={g('output')!r})"),
+                channels=1, channels_field='model_name')
   if name == 'seq2seq':
     return dict(kind='transduction', levels=g('vocab_size'), levels_field='model.vocab_size',
                 head=f'a softmax over {g("vocab_size")} tokens')
@@ -343,6 +350,12 @@ def check_model_data(config, model, info) -> None:
       problems.append(f'{m} models {channels}-channel images (config.{e["channels_field"]}='
                       f'{channels}), but the images of {d} have {info.shape[-1]} '
                       f'channel(s). Set --config.{e["channels_field"]}={info.shape[-1]}.')
+  if info.kind == 'video':
+    k = getattr(model, 'context_frames', None)
+    if k is not None and not k < info.shape[0]:
+      problems.append(f'config.model.context_frames={k} leaves no frame to predict in the '
+                      f'{info.shape[0]}-frame videos of {d}. Set --config.model.context_frames '
+                      f'below {info.shape[0]} or raise config.data.num_frames.')
   classes = e.get('num_classes', 0)
   if classes and (classes != info.num_classes if e.get('classes_exact') else
                   classes > info.num_classes):
