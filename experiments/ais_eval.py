@@ -11,8 +11,9 @@ A model takes part through two methods called with `model.apply(..., method=...)
 obs_std=None)` -> log p(x | z) [B, C] for z [B, C, d] and images [B, H, W, C] as the batch
 holds them. obs_std is the standard deviation of a Gaussian observation model for models
 whose generator is deterministic (a GAN, Wu et al. Sec. 3); models with their own decoder
-density (the VAE) take None. BDMC also needs x ~ p(x | z): a model's
-`decoder_sample(rng, z, obs_std=None)` -> images, or, for the VAE, its decoder's own sampler.
+density (the VAE) take None, or a Gaussian VAE the same obs_std around its decoder mean to
+be scored as the GAN is (Wu et al.'s comparison). BDMC also needs x ~ p(x | z): a model's
+`decoder_sample(rng, z, obs_std=None)` -> images from that same observation model.
 
 The run's latest checkpoint is read as evaluation reads it (the EMA parameters where the
 config evaluates with them, and the non-parameter collections), nothing in the workdir is
@@ -39,7 +40,6 @@ from experiments import workdir as workdir_lib
 from experiments.errors import UserError
 from experiments.models import build_model
 from latent import ais as ais_lib
-from latent.vae import VAE
 
 RESULTS_NAME = 'ais.jsonl'
 METHODS = ('ais_latent_dim', 'decoder_log_prob')
@@ -80,12 +80,11 @@ def check_model(model) -> int:
 
 def _simulator(model):
   """f(module, rng, z [N, d], obs_std) -> images x ~ p(x | z) [N, H, W, C], for BDMC."""
+  # The VAE's is its decoder's own sampler (the one VAE.sample ends with) given z, or with
+  # obs_std the fixed-variance Gaussian it is then scored with; the GAN's and VAE-GAN's the
+  # Gaussian observation model around the generated image.
   if hasattr(model, 'decoder_sample'):
     return lambda m, rng, z, obs_std: m.decoder_sample(rng, z, obs_std=obs_std)
-  if isinstance(model, VAE):
-    # The decoder's own sampler (the one VAE.sample ends with), given z instead of drawing it.
-    return lambda m, rng, z, obs_std: m._sample_x(  # pylint: disable=protected-access
-        rng, m._decoder_params(z))  # pylint: disable=protected-access
   raise AISError(f'--ais_bdmc simulates x ~ p(x | z) with the model\'s decoder_sample(rng, z, '
                  f'obs_std) method, which {type(model).__name__} lacks.')
 

@@ -147,6 +147,17 @@ def gaussian_decoder_log_prob(decode, z, image, obs_std: float, num_levels: int,
   return ais.gaussian_log_likelihood(mean_fn, obs_std)(z, x)
 
 
+def gaussian_decoder_sample(decode, rng, z, obs_std: float, num_levels: int, who: str):
+  """x ~ N(decode(z), obs_std^2 I) on [0, 1], clipped and rounded to integer levels: the
+  observation model of gaussian_decoder_log_prob, for BDMC's simulated data."""
+  if not obs_std or obs_std <= 0:
+    raise ValueError(f'{who}.decoder_sample needs obs_std > 0: pass --ais_obs_std or set '
+                     'config.model.obs_std.')
+  mean = decode(z)
+  x = mean + obs_std * jax.random.normal(rng, mean.shape)
+  return jnp.round(jnp.clip(x, 0.0, 1.0) * (num_levels - 1)).astype(jnp.int32)
+
+
 def game_health(m: dict, fake: str = 'generated') -> list[str]:
   """Warnings a person should read, from the logged means: the discriminator winning
   outright (the generator's gradient vanishes) and mode collapse."""
@@ -312,3 +323,9 @@ class GAN(nn.Module):
     return gaussian_decoder_log_prob(self.decode, z, image,
                                      self.obs_std if obs_std is None else obs_std,
                                      self.num_levels, 'GAN')
+
+  def decoder_sample(self, rng, z, obs_std=None):
+    """Images x ~ p(x | z) [N, H, W, Ch] of decoder_log_prob's model, z [N, d]."""
+    return gaussian_decoder_sample(self.decode, rng, z,
+                                   self.obs_std if obs_std is None else obs_std,
+                                   self.num_levels, 'GAN')

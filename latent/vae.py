@@ -349,21 +349,49 @@ class VAE(nn.Module):
     p(x|z): exact for 'bernoulli' and 'logistic'; for 'gaussian' the density of the image
     dequantized with noise drawn from the 'sample' rng (the same noise on every call with
     the same rng, so AIS anneals towards one posterior), minus D log num_levels. The
-    decoder's own density is the observation model, so obs_std (for models without one,
-    e.g. the GAN) must be None. The IAF posterior only changes q, so it makes no difference
-    here."""
+    decoder's own density is the observation model unless obs_std is given: then (for the
+    'gaussian' and 'logistic' decoders) a Gaussian of that standard deviation around the
+    decoder's mean on [0, 1], Wu et al.'s protocol for comparing a VAE with a GAN. The IAF
+    posterior only changes q, so it makes no difference here."""
     d = self.ais_latent_dim()
-    if obs_std is not None:
-      raise ValueError(f'obs_std={obs_std}: the VAE scores images with its own decoder '
-                       f'density (likelihood={self.likelihood!r}); leave --ais_obs_std unset.')
+    if obs_std is not None and self.likelihood == 'bernoulli':
+      raise ValueError(f'obs_std={obs_std}: a Bernoulli VAE scores binary images with its own '
+                       'decoder density; leave --ais_obs_std unset.')
     if z.ndim != 3 or z.shape[-1] != d or z.shape[0] != image.shape[0]:
       raise ValueError(f'decoder_log_prob takes z [B, C, {d}] and images '
                        f'[B, H, W, C]; got {z.shape} and {image.shape}.')
+    if obs_std is not None:
+      return self._fixed_std_log_px(z, image, obs_std)
     if self.likelihood == 'gaussian' and not self.has_rng('sample'):
       raise ValueError("decoder_log_prob with likelihood='gaussian' dequantizes the image: "
                        "pass rngs={'sample': key} to apply.")
     rng = self.make_rng('sample') if self.likelihood == 'gaussian' else None
     return self._log_px(image[:, None], self._decoder_params(z), rng)
+
+  def _fixed_std_log_px(self, z, image, obs_std):
+    """log N(x; decoder mean(z), obs_std^2 I), x = image / (num_levels - 1) on [0, 1]: the
+    observation model Wu et al. (2017) give a GAN, applied to this decoder's mean so the two
+    kinds of model are scored on one footing (latent.gan.gaussian_decoder_log_prob)."""
+    from latent import ais  # pylint: disable=g-import-not-at-top
+    b, c, d = z.shape
+    x = image.astype(jnp.float32) / (self.num_levels - 1)
+
+    def mean_fn(zz):
+      out = self._decoder_params(zz.reshape(b * c, d))
+      return self._decoded_mean(out).reshape((b, c) + x.shape[1:])
+    return ais.gaussian_log_likelihood(mean_fn, obs_std)(z, x)
+
+  def decoder_sample(self, rng, z, obs_std=None):
+    """x ~ p(x | z) for z [N, d]: the decoder's own sampler, or with obs_std the
+    fixed-variance Gaussian of decoder_log_prob (on [0, 1], rounded to the levels), so a
+    BDMC simulation draws from the density AIS scores."""
+    out = self._decoder_params(z)
+    if obs_std is None:
+      return self._sample_x(rng, out)
+    x = self._decoded_mean(out) + obs_std * jax.random.normal(rng, out.shape[:-1] + (
+        self.image_shape[-1],))
+    levels = jnp.round(jnp.clip(x, 0.0, 1.0) * (self.num_levels - 1))
+    return levels.astype(jnp.int32)
 
   def encode(self, image):
     """A point summary of q(z_1 | x) [B, latent_dims[0]], the embedding pictures use: the

@@ -60,6 +60,7 @@ from latent.gan import (
   from_unit_range,
   game_health,
   gaussian_decoder_log_prob,
+  gaussian_decoder_sample,
 )
 
 
@@ -236,3 +237,9 @@ class VAEGAN(nn.Module):
     return gaussian_decoder_log_prob(self.decode, z, image,
                                      self.obs_std if obs_std is None else obs_std,
                                      self.num_levels, 'VAEGAN')
+
+  def decoder_sample(self, rng, z, obs_std=None):
+    """Images x ~ p(x | z) [N, H, W, Ch] of decoder_log_prob's model, z [N, d]."""
+    return gaussian_decoder_sample(self.decode, rng, z,
+                                   self.obs_std if obs_std is None else obs_std,
+                                   self.num_levels, 'VAEGAN')

@@ -11,6 +11,7 @@ import pytest
 
 from latent import ais
 from latent.vae import VAE
+from tests.conftest import random_params
 from tests.test_cli import _cli, _env
 
 # -- (a) A linear Gaussian model: z ~ N(0, I_d), x | z ~ N(W z + b, s^2 I_D), so
@@ -186,6 +187,33 @@ def test_vae_ais_interface_refuses_what_it_cannot_score():
   with pytest.raises(ValueError, match='obs_std'):
     model.apply(variables, jnp.zeros((2, 4, 3)), image, obs_std=0.1,
                 method='decoder_log_prob')
+
+
+def test_gaussian_vae_with_obs_std_is_scored_and_simulated_as_a_gan_is():
+  """Wu et al.'s comparison: with obs_std, a Gaussian VAE's log p(x | z) is the Gaussian of
+  that standard deviation around its decoder mean on [0, 1] (checked in float64), and
+  decoder_sample draws from it (its mean and spread over many draws)."""
+  model = VAE(image_shape=IMG, latent_dims=(3,), hidden_dims=((8,),), likelihood='gaussian',
+              num_levels=256)
+  image = jax.random.randint(jax.random.key(0), (2,) + IMG, 0, 256)
+  # Random weights with biases 0.1-0.5, so decoder means fall inside (0, 1).
+  variables = random_params(model, {'image': image}, method='loss')
+  z = jax.random.normal(jax.random.key(3), (2, 4, 3))
+  got = np.asarray(model.apply(variables, z, image, obs_std=0.1, method='decoder_log_prob'))
+  out = model.apply(variables, z.reshape(8, 3), method=lambda m, zz: m._decoder_params(zz))
+  mean = np.clip(np.asarray(out[..., :1], np.float64), 0, 1).reshape(2, 4, *IMG)
+  x = np.asarray(image, np.float64)[:, None] / 255
+  want = (-0.5 * ((x - mean) / 0.1) ** 2 - np.log(0.1) - 0.5 * np.log(2 * np.pi)).reshape(
+      2, 4, -1).sum(-1)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-3)
+  zs = jnp.tile(z[0, :1], (4000, 1))
+  draws = np.asarray(model.apply(variables, jax.random.key(4), zs, obs_std=0.1,
+                                 method='decoder_sample'), np.float64) / 255
+  m0 = mean[0, 0]
+  inside = (m0 > 0.3) & (m0 < 0.7)       # away from the clipping at 0 and 1
+  assert inside.any()
+  np.testing.assert_allclose(draws.mean(0)[inside], m0[inside], atol=0.01)
+  np.testing.assert_allclose(draws.std(0)[inside], 0.1, rtol=0.08)
 
 
 def test_ais_on_a_vae_decoder_is_finite_and_beats_the_prior():

@@ -269,3 +269,28 @@ def test_bad_gan_settings_are_named():
     _vaegan(gamma=0.0)
   with pytest.raises(ValueError, match='feature_layer'):
     _vaegan(feature_layer=5)
+
+
+def test_a_nan_in_either_players_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
+    tmp_path, data_dir):
+  """A game that diverges to NaN (here: both players' updates overflow at once) stops at
+  the first bad step with the trainer's message; the step-5 checkpoint stays restorable."""
+  from experiments.checkpointing import Checkpointer  # pylint: disable=g-import-not-at-top
+  c = gan_mnist.get_config('tiny')
+  c.data.local_dir = data_dir
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(c, workdir)
+  c.train.num_steps = 10
+  c.optimizer.learning_rate = 1e38
+  with pytest.raises(train.NaNLossError) as e:
+    train.train_and_evaluate(c, workdir)
+  assert 'step 6' in str(e.value) and 'step 5' in str(e.value)
+  assert Checkpointer(workdir).latest_step() == 5
+  fresh = gan_mnist.get_config('tiny')
+  fresh.data.local_dir = data_dir
+  run = train.Run(fresh, workdir, restore=True)
+  try:
+    assert run.restored_step == 5
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(jax.device_get(run.state.params)))
+  finally:
+    run.close()
