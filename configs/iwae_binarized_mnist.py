@@ -140,3 +140,32 @@ def get_config(arg: str | None = None):
     c.train.checkpoint_every = 5
     c.train.num_samples = 8
   return c
+
+
+# Sweeps (python -m experiments.launch --config=configs/iwae_binarized_mnist.py
+# --sweep=objective,k,layers): the rows of the IWAE paper's Table 1 (VAE and IWAE, k = 1, 5,
+# 50, one and two stochastic layers). Each yields dotted overrides of get_config's config.
+
+
+def sweep_objective():
+  for objective in ('vae', 'iwae'):
+    yield {'model.objective': objective}
+
+
+def sweep_k():
+  for k in (1, 5, 50):
+    yield {'model.num_samples': k}
+
+
+def sweep_layers():
+  for layers in (1, 2):
+    yield {'model.latent_dims': _ARCHS[layers]['latent_dims'],
+           'model.hidden_dims': _ARCHS[layers]['hidden_dims']}
+
+
+def sweep():
+  """The whole table: objective x k x layers (12 units)."""
+  for a in sweep_objective():
+    for b in sweep_k():
+      for c in sweep_layers():
+        yield {**a, **b, **c}

@@ -118,3 +118,13 @@ def get_config(arg: str | None = None):
     c.train.checkpoint_every = 5
     c.train.num_samples = 8
   return c
+
+
+def sweep_estimator():
+  """The estimators of the RWS and NVIL tables on one SBN (python -m experiments.launch
+  --config=configs/sbn_binarized_mnist.py --sweep=estimator): k = 1 for the single-sample
+  estimators, 5 for the multi-sample ones."""
+  for estimator in ('wake_sleep', 'reinforce', 'nvil'):
+    yield {'model.estimator': estimator, 'model.num_samples': 1}
+  for estimator in ('rws', 'vimco'):
+    yield {'model.estimator': estimator, 'model.num_samples': 5}
