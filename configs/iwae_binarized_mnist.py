@@ -148,7 +148,7 @@ def get_config(arg: str | None = None):
 
 
 def sweep_objective():
-  for objective in ('vae', 'iwae'):
+  for objective in ('elbo', 'iwae'):   # the VAE's objective is 'elbo'
     yield {'model.objective': objective}
 
 

@@ -15,9 +15,9 @@ IWAE = 'configs/iwae_binarized_mnist.py:tiny'
 def test_sweeps_expand_to_deterministic_named_workdirs(tmp_path):
   units = launch.expand(os.path.join(REPO, IWAE), ['objective', 'k'], str(tmp_path))
   assert len(units) == 6
-  assert [u.name for u in units][:3] == ['objective=vae,num_samples=1',
-                                         'objective=vae,num_samples=5',
-                                         'objective=vae,num_samples=50']
+  assert [u.name for u in units][:3] == ['objective=elbo,num_samples=1',
+                                         'objective=elbo,num_samples=5',
+                                         'objective=elbo,num_samples=50']
   assert units[4].workdir == str(tmp_path / 'iwae_binarized_mnist_tiny' / 'objective+k' /
                                  'objective=iwae,num_samples=5')
   again = launch.expand(os.path.join(REPO, IWAE), ['objective', 'k'], str(tmp_path))
@@ -86,3 +86,16 @@ def test_a_local_sweep_runs_pinned_units_resumes_and_summarizes(tmp_path, data_d
     assert len(list(csv.DictReader(f))) == 3
   png = launch.plot(rows, 'eval/nll', 'model.num_samples', str(root / 'summary.png'))
   assert png and os.path.getsize(png) > 0
+
+
+def test_every_sweep_in_the_configs_expands_to_keys_its_config_has(tmp_path):
+  import glob  # pylint: disable=g-import-not-at-top
+  found = 0
+  for path in sorted(glob.glob(os.path.join(REPO, 'configs', '*.py'))):
+    module, _, _ = launch.load_config_module(path)
+    names = [n[len('sweep_'):] for n in dir(module) if n.startswith('sweep_')]
+    names += ['sweep'] if hasattr(module, 'sweep') else []
+    for name in names:
+      assert launch.expand(path, [name], str(tmp_path)), (path, name)
+      found += 1
+  assert found >= 5
