@@ -57,6 +57,7 @@ import jax
 import jax.numpy as jnp
 
 from autoreg.gated_pixelcnn import GatedPixelCNN
+from autoreg.pixelcnn import to_network_input
 
 OUTPUTS = ('categorical', 'bernoulli')
 
@@ -191,15 +192,10 @@ class VPN(nn.Module):
       raise ValueError(f'context_frames={self.context_frames} leaves no frame to predict in '
                        f'videos of {video.shape[1]} frames.')
 
-  @staticmethod
-  def _scaled(frames):
-    """uint8 levels (or floats 0..255) -> floats in [-1, 1], the network's input."""
-    return frames.astype(jnp.float32) * (2.0 / 255.0) - 1.0
-
   def _encode(self, frames):
     """[B, N, H, W, 1] levels -> [B, N, H, W, 2c], each frame encoded on its own."""
     b, n = frames.shape[:2]
-    e = self.encoder(self._scaled(frames).reshape(b * n, *frames.shape[2:]))
+    e = self.encoder(to_network_input(frames, 256).reshape(b * n, *frames.shape[2:]))
     return e.reshape(b, n, *e.shape[1:])
 
   def _initial_carry(self, frame_shape):
@@ -224,7 +220,7 @@ class VPN(nn.Module):
       return self.decoder(cond)
     # Levels 0..255 scaled to [-1, 1]: what the decoder's own samplers feed it (their
     # binary draws in bernoulli mode are levels 0 and 255), and differentiable.
-    return self.decoder(self._scaled(frames), cond_map=cond)
+    return self.decoder(to_network_input(frames, 256), cond_map=cond)
 
   def _frame_log_prob(self, logits, frames):
     """Per-frame log-likelihood [B] (categorical) or minus the cross-entropy (bernoulli)."""

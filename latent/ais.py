@@ -263,3 +263,28 @@ def bernoulli_log_likelihood(logits_fn: Callable) -> LogLikelihoodFn:
     return _event_sum(xx * logits - jax.nn.softplus(logits), 2)
 
   return log_likelihood
+
+
+def gaussian_decoder_log_prob(decode, z, image, obs_std: float, num_levels: int, who: str):
+  """log N(x; decode(z), obs_std^2 I) on the [0, 1] pixel scale (Wu et al. 2017's observation
+  model for a generator), z [B, C, d], integer image [B, H, W, Ch] -> [B, C]."""
+  if not obs_std or obs_std <= 0:
+    raise ValueError(f'{who}.decoder_log_prob needs obs_std > 0 (the Gaussian observation '
+                     'model of Wu et al. 2017): pass --ais_obs_std or set config.model.obs_std.')
+  b, c, d = z.shape
+  x = image.astype(jnp.float32) / (num_levels - 1)
+
+  def mean_fn(zz):
+    return decode(zz.reshape(b * c, d)).reshape((b, c) + x.shape[1:])
+  return gaussian_log_likelihood(mean_fn, obs_std)(z, x)
+
+
+def gaussian_decoder_sample(decode, rng, z, obs_std: float, num_levels: int, who: str):
+  """x ~ N(decode(z), obs_std^2 I) on [0, 1], clipped and rounded to integer levels: the
+  observation model of gaussian_decoder_log_prob, for BDMC's simulated data."""
+  if not obs_std or obs_std <= 0:
+    raise ValueError(f'{who}.decoder_sample needs obs_std > 0: pass --ais_obs_std or set '
+                     'config.model.obs_std.')
+  mean = decode(z)
+  x = mean + obs_std * jax.random.normal(rng, mean.shape)
+  return jnp.round(jnp.clip(x, 0.0, 1.0) * (num_levels - 1)).astype(jnp.int32)

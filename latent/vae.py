@@ -39,6 +39,7 @@ import jax.numpy as jnp
 from autoreg import likelihood
 from latent import distributions as dist
 from latent import iaf, iwae
+from latent.ais import gaussian_decoder_log_prob, gaussian_decoder_sample
 
 LIKELIHOODS = ('bernoulli', 'gaussian', 'logistic')
 ACTIVATIONS = {'tanh': jnp.tanh, 'relu': nn.relu, 'elu': nn.elu, 'softplus': nn.softplus}
@@ -368,30 +369,25 @@ class VAE(nn.Module):
     rng = self.make_rng('sample') if self.likelihood == 'gaussian' else None
     return self._log_px(image[:, None], self._decoder_params(z), rng)
 
+  def _decoder_mean_of(self, z):
+    """The decoder's mean image on [0, 1] for latents z [N, d]."""
+    return self._decoded_mean(self._decoder_params(z))
+
   def _fixed_std_log_px(self, z, image, obs_std):
     """log N(x; decoder mean(z), obs_std^2 I), x = image / (num_levels - 1) on [0, 1]: the
     observation model Wu et al. (2017) give a GAN, applied to this decoder's mean so the two
-    kinds of model are scored on one footing (latent.gan.gaussian_decoder_log_prob)."""
-    from latent import ais  # pylint: disable=g-import-not-at-top
-    b, c, d = z.shape
-    x = image.astype(jnp.float32) / (self.num_levels - 1)
-
-    def mean_fn(zz):
-      out = self._decoder_params(zz.reshape(b * c, d))
-      return self._decoded_mean(out).reshape((b, c) + x.shape[1:])
-    return ais.gaussian_log_likelihood(mean_fn, obs_std)(z, x)
+    kinds of model are scored on one footing (latent.ais.gaussian_decoder_log_prob)."""
+    return gaussian_decoder_log_prob(self._decoder_mean_of, z, image, obs_std,
+                                     self.num_levels, 'VAE')
 
   def decoder_sample(self, rng, z, obs_std=None):
     """x ~ p(x | z) for z [N, d]: the decoder's own sampler, or with obs_std the
     fixed-variance Gaussian of decoder_log_prob (on [0, 1], rounded to the levels), so a
     BDMC simulation draws from the density AIS scores."""
-    out = self._decoder_params(z)
     if obs_std is None:
-      return self._sample_x(rng, out)
-    x = self._decoded_mean(out) + obs_std * jax.random.normal(rng, out.shape[:-1] + (
-        self.image_shape[-1],))
-    levels = jnp.round(jnp.clip(x, 0.0, 1.0) * (self.num_levels - 1))
-    return levels.astype(jnp.int32)
+      return self._sample_x(rng, self._decoder_params(z))
+    return gaussian_decoder_sample(self._decoder_mean_of, rng, z, obs_std, self.num_levels,
+                                   'VAE')
 
   def encode(self, image):
     """A point summary of q(z_1 | x) [B, latent_dims[0]], the embedding pictures use: the

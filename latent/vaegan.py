@@ -47,6 +47,7 @@ import jax.numpy as jnp
 
 from autoreg.distributions import to_unit_range
 from latent import distributions as dist
+from latent.ais import gaussian_decoder_log_prob, gaussian_decoder_sample
 from latent.gan import (
   DCGAN_INIT,
   GENERATOR_LOSSES,
@@ -59,8 +60,6 @@ from latent.gan import (
   bce_real,
   from_unit_range,
   game_health,
-  gaussian_decoder_log_prob,
-  gaussian_decoder_sample,
 )
 
 
