@@ -16,7 +16,8 @@ sequences), against the paper's 86.3. For the CPU variant (32x32, 14-pixel digit
 5-9) it is 39.69 +- 0.16.
 
 Result (2026-12-03, one core each of the 2-core CPU, `taskset -c 0` / `-c 1`, the two runs
-side by side and nothing else running), the CPU variant, all 10,000 test sequences:
+side by side; a few short test runs and one niced data-generation job shared the cores
+for about 5 of the 40 minutes), the CPU variant, all 10,000 test sequences:
 
   | model | steps (batch 8) | training | test cross-entropy, nats per predicted frame |
   |---|---|---|---|
