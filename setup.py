@@ -31,8 +31,15 @@ setup(
         # ruff: the linter CI runs (`ruff check .`, configured in ruff.toml). pytest-xdist:
         # pytest's own plugin for running tests in parallel processes (`-n 2`: one per core;
         # the suite is compile-bound and single-threaded per test, 21 -> 11 min on 2 cores).
+        # nbclient, nbformat, ipykernel: Jupyter's own standard notebook executor, file
+        # format and Python kernel, for tests/test_notebook.py, which runs
+        # notebooks/explore_a_run.ipynb on a tiny run so it cannot rot; matplotlib: the
+        # standard plotting library the notebook draws with.
         'test': ['pytest>=8,<10', 'pytest-xdist>=3.6,<4', 'chex>=0.1.90,<0.2',
-                 'ruff>=0.17.6,<0.18'],
+                 'ruff>=0.17.6,<0.18', 'nbclient>=0.10,<0.12', 'nbformat>=5.10,<6',
+                 'ipykernel>=6.29,<8', 'matplotlib>=3.8,<4'],
+        # To open the notebooks in Jupyter: pip install -e '.[notebook]'; jupyter lab.
+        'notebook': ['jupyterlab>=4,<5', 'ipykernel>=6.29,<8', 'matplotlib>=3.8,<4'],
         'bench': ['torch>=2.4,<2.15'],
         'tf': ['tensorflow>=2.16', 'importlib_resources'],
     },
