@@ -11,8 +11,6 @@ Default (for an accelerator): the paper's depth and width, K = 32 steps per leve
 for 3 levels, which changes the data's dimension). Adam at 1e-3 with a linear warmup, as in
 the paper. Published: 1.05 bits/dim for Glow on MNIST, as reported by Grathwohl et al. 2019
 (FFJORD, arXiv 1810.01367, Table 2); the Glow paper itself has no MNIST result.
-The paper's Fig. 3 comparison: --config.model.coupling=additive (else affine) and
---config.model.permutation=shuffle or reverse (else 1x1conv; lu picks its LU form).
 Samples at a lower temperature look cleaner: --config.sample.temperature=0.7.
 
 Presets:
@@ -22,6 +20,18 @@ Presets:
           (2026-11-22): 4.3-4.5 steps/s pinned to one core (`taskset -c 1`) of the 2-core
           machine while a Real NVP training had the other (about 8 steps/s on both cores
           alone); compiling takes about 40 s. Result: see the README's model table.
+
+Sweeps: the comparison of the paper's Fig. 3 (Sec. 5.1), which the paper ran on CIFAR-10
+(configs/glow_cifar10.py), applied to this MNIST model, so its numbers are ours and not
+the paper's: additive or affine coupling (`coupling`), the reverse, shuffle or 1x1-
+convolution permutation (`permutation`; the 1x1 convolution LU-decomposed, model.lu), each
+with the figure's three seeds (`seed`, 0..2); `sweep()` is all 18 units.
+`--config=configs/glow_mnist.py:cpu` sweeps the :cpu model. The paper's one depth comparison
+(Sec. 6, "Effect of model depth") shows samples, no likelihoods, of L = 4 against L = 6
+levels on CelebA-HQ 256x256; 28x28 images have at most L = 2. Not run here.
+
+  python -m experiments.launch --config=configs/glow_mnist.py \
+      --sweep=coupling,permutation,seed --root=sweeps --launcher=local
 """
 from configs import common
 
@@ -76,3 +86,29 @@ def get_config(arg: str | None = None):
   elif arg:
     raise ValueError(f'Unknown preset {arg!r}; presets: tiny, cpu.')
   return c
+
+
+def sweep_coupling():
+  """Glow Fig. 3's panels (a CIFAR-10 figure; on MNIST ours): additive or affine coupling."""
+  for coupling in ('additive', 'affine'):
+    yield {'model.coupling': coupling}
+
+
+def sweep_permutation():
+  """Glow Fig. 3's three curves: reverse (Real NVP), shuffle and the invertible 1x1 conv."""
+  for permutation in ('reverse', 'shuffle', '1x1conv'):
+    yield {'model.permutation': permutation}
+
+
+def sweep_seed():
+  """Glow Fig. 3's three runs of each variant (its mean and standard deviation): seeds 0-2."""
+  for seed in (0, 1, 2):
+    yield {'seed': seed}
+
+
+def sweep():
+  """Glow Fig. 3's comparison on MNIST: coupling x permutation x seed (18 units)."""
+  for a in sweep_coupling():
+    for b in sweep_permutation():
+      for c in sweep_seed():
+        yield {**a, **b, **c}

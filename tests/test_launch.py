@@ -99,3 +99,26 @@ def test_every_sweep_in_the_configs_expands_to_keys_its_config_has(tmp_path):
       assert launch.expand(path, [name], str(tmp_path)), (path, name)
       found += 1
   assert found >= 5
+
+
+def test_every_sweep_unit_is_a_valid_config_that_builds_its_model(tmp_path):
+  """Each unit's overrides, applied as the trainer's --config.KEY=VALUE flags would apply
+  them, pass validation and give model arguments the model takes (e.g. the flows' depth,
+  coupling and permutation rows)."""
+  import glob  # pylint: disable=g-import-not-at-top
+
+  from experiments.models import build_model  # pylint: disable=g-import-not-at-top
+  from experiments.validation import validate_config  # pylint: disable=g-import-not-at-top
+  built = 0
+  for path in sorted(glob.glob(os.path.join(REPO, 'configs', '*.py'))):
+    module, _, _ = launch.load_config_module(path)
+    names = [n[len('sweep_'):] for n in dir(module) if n.startswith('sweep_')]
+    names += ['sweep'] if hasattr(module, 'sweep') else []
+    for name in names:
+      for unit in launch.expand(path, [name], str(tmp_path)):
+        config = module.get_config(None)
+        config.update_from_flattened_dict(unit.overrides)
+        validate_config(config)
+        build_model(config.model_name, config.model.to_dict())
+        built += 1
+  assert built >= 40
