@@ -66,6 +66,15 @@ _RESET_OPTIMIZER = flags.DEFINE_bool(
     'reset_optimizer', False,
     'Resume the parameters, EMA, step and data position of the latest checkpoint, but start '
     'the optimizer afresh: the way to change its structure (adam <-> adamw, clipping on/off).')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', None, 'Multi-process: host:port of process 0 for '
+    'jax.distributed.initialize (e.g. localhost:12355 for several processes on one machine). '
+    'With --num_processes and --process_id; on Slurm, TPU pods and Kubernetes '
+    '--config.distributed=True detects all three.')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None,
+                                      'Multi-process: how many processes join the run.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None,
+                                   'Multi-process: this process\'s index, 0 .. num_processes-1.')
 _VERBOSE = flags.DEFINE_bool('verbose', False,
                              'Print the traceback of user errors too (also: DGM_VERBOSE=1).')
 flags.mark_flags_as_required(['config', 'workdir'])
@@ -214,8 +223,18 @@ def main(argv):
   from experiments import train  # pylint: disable=g-import-not-at-top
   from experiments import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   try:
-    if config.distributed:
-      jax.distributed.initialize()
+    explicit = (_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    if any(v is not None for v in explicit) and None in explicit:
+      raise ValueError('--coordinator_address, --num_processes and --process_id go together: '
+                       f'got {explicit}. Give all three (or none, with '
+                       '--config.distributed=True on a cluster that says them).')
+    if config.distributed or explicit[0] is not None:
+      # CPU processes exchange gradients through gloo (XLA's CPU collectives); GPUs and
+      # TPUs use their own, whatever this says.
+      if jax.config.jax_cpu_collectives_implementation in (None, '', 'none'):
+        jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+      jax.distributed.initialize(coordinator_address=explicit[0], num_processes=explicit[1],
+                                 process_id=explicit[2])
     logging.info('JAX devices: %s (process %d of %d)', jax.devices(), jax.process_index(),
                  jax.process_count())
     workdir, allow = _WORKDIR.value, _ALLOW_CHANGE.value

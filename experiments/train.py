@@ -288,6 +288,76 @@ def _takes_step(model) -> bool:
 
 def make_train_step(model, tx, schedule, *, ema_decay: float, num_dims: int, mesh: Mesh):
   """train_step(state, batch) -> (state, metrics), jitted once, donating the old state."""
+  return jax.jit(_train_step_fn(model, tx, schedule, ema_decay=ema_decay, num_dims=num_dims),
+                 in_shardings=(replicated(mesh), batch_sharded(mesh)),
+                 out_shardings=(replicated(mesh), replicated(mesh)), donate_argnums=0,
+                 compiler_options=compiler_options(mesh))
+
+
+# --------------------------------------------------------------------------- metric windows
+# The loop keeps each step's metrics on the device, summed over the steps since the last
+# log line (a "window"), and fetches them only when it logs, checkpoints, evaluates or
+# samples: a host fetch every step makes the host wait for every step to finish before it
+# dispatches the next one, and an accelerator idles behind Python (big_vision fetches only
+# when it logs). The window also keeps the first non-finite step and its metrics, so the
+# run still stops naming the step that broke, before any checkpoint of a later step.
+
+
+def empty_window(metric_shapes: dict) -> dict:
+  """A window with no steps: zero sums of each (scalar) metric, no non-finite step."""
+  # Distinct buffers for every leaf: the window is donated, and one buffer donated twice
+  # crashes the step.
+  return {'sums': {k: jnp.zeros((), jnp.float32) for k in metric_shapes},
+          'count': jnp.zeros((), jnp.int32), 'bad_step': jnp.full((), -1, jnp.int32),
+          'bad': {k: jnp.zeros((), jnp.float32) for k in metric_shapes}}
+
+
+def add_to_window(window: dict, metrics: dict, step) -> dict:
+  """The window with one more step's metrics; the first step whose metrics are not all
+  finite is kept in 'bad_step' (its metrics in 'bad')."""
+  metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
+  finite = jnp.all(jnp.stack([jnp.isfinite(v) for v in metrics.values()]))
+  first = (window['bad_step'] < 0) & ~finite
+  return {'sums': {k: window['sums'][k] + metrics[k] for k in window['sums']},
+          'count': window['count'] + 1,
+          'bad_step': jnp.where(first, jnp.asarray(step, jnp.int32), window['bad_step']),
+          'bad': {k: jnp.where(first, metrics[k], window['bad'][k]) for k in window['bad']}}
+
+
+def window_means(fetched: dict) -> dict[str, float]:
+  """The mean of each metric over a fetched (host) window's steps."""
+  n = max(int(fetched['count']), 1)
+  return {k: float(v) / n for k, v in fetched['sums'].items()}
+
+
+class WindowTrainStep:
+  """window_step(state, batch, window) -> (state, window): the train step with its metrics
+  added to the on-device window (add_to_window), jitted once, donating state and window.
+  `init_window(state, batch)` gives the empty window of this step's metrics."""
+
+  def __init__(self, model, tx, schedule, *, ema_decay: float, num_dims: int, mesh: Mesh):
+    self._fn = _train_step_fn(model, tx, schedule, ema_decay=ema_decay, num_dims=num_dims)
+    self._mesh = mesh
+
+    def window_step(state, batch, window):
+      new_state, metrics = self._fn(state, batch)
+      return new_state, add_to_window(window, metrics, state.step + 1)
+
+    self._step = jax.jit(
+        window_step, in_shardings=(replicated(mesh), batch_sharded(mesh), replicated(mesh)),
+        out_shardings=(replicated(mesh), replicated(mesh)), donate_argnums=(0, 2),
+        compiler_options=compiler_options(mesh))
+
+  def init_window(self, state, batch) -> dict:
+    metrics = jax.eval_shape(self._fn, state, batch)[1]
+    return jax.device_put(empty_window(metrics), replicated(self._mesh))
+
+  def __call__(self, state, batch, window):
+    return self._step(state, batch, window)
+
+
+def _train_step_fn(model, tx, schedule, *, ema_decay: float, num_dims: int):
+  """The pure train step: (state, batch) -> (state, per-step metric means)."""
 
   def train_step(state: TrainState, batch: dict):
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
@@ -350,9 +420,7 @@ def make_train_step(model, tx, schedule, *, ema_decay: float, num_dims: int, mes
                               ema_params=ema, model_state=model_state)
     return new_state, out
 
-  return jax.jit(train_step, in_shardings=(replicated(mesh), batch_sharded(mesh)),
-                 out_shardings=(replicated(mesh), replicated(mesh)), donate_argnums=0,
-                 compiler_options=compiler_options(mesh))
+  return train_step
 
 
 # XLA:CPU (jaxlib 0.10) hands convolutions to YNNPACK by default; its weight-gradient
@@ -489,6 +557,13 @@ def _check_finite(metrics: dict, step: int, ckpt: Checkpointer) -> None:
         'or check the data for bad values. Gradient clipping '
         '(--config.optimizer.grad_clip_norm) may change its threshold on resume; switching '
         'it on or off changes the optimizer state and needs --reset_optimizer.')
+
+
+def _check_window(fetched: dict, ckpt: Checkpointer) -> None:
+  """Stops the run if any step of a fetched window was not finite, naming the first."""
+  if int(fetched['bad_step']) >= 0:
+    _check_finite({k: float(v) for k, v in fetched['bad'].items()}, int(fetched['bad_step']),
+                  ckpt)
 
 
 def sampler_method(model, sampler: str) -> str:
@@ -937,7 +1012,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 def _train_loop(run: 'Run', writer: MetricWriter, config) -> dict:
   tc = config.train
   num_steps = tc.num_steps
-  train_step = make_train_step(run.model, run.tx, run.schedule, ema_decay=tc.ema_decay,
+  train_step = WindowTrainStep(run.model, run.tx, run.schedule, ema_decay=tc.ema_decay,
                                num_dims=run.data.num_dims, mesh=run.mesh)
   n_params = sum(x.size for x in jax.tree.leaves(run.state.params))
   step = int(run.state.step)
@@ -946,24 +1021,37 @@ def _train_loop(run: 'Run', writer: MetricWriter, config) -> dict:
   logging.info('%s with %s parameters on %d device(s); %s examples of %s; %d steps.',
                config.model_name, f'{n_params:,}', len(jax.devices()),
                run.data.example_shape, config.data.name, num_steps)
+  if jax.process_count() > 1:
+    logging.info('Process %d of %d loads %d of each %d-example batch.', jax.process_index(),
+                 jax.process_count(), config.data.batch_size // jax.process_count(),
+                 config.data.batch_size)
 
-  acc: dict[str, float] = {}
-  acc_n, t_log, step_log = 0, time.time(), step
+  window = None
+  t_log, step_log = time.time(), step
   result: dict = {}
   while step < num_steps:
     batch = to_global_batch(next(run.data.train_iter), run.mesh)
-    run.state, metrics = train_step(run.state, batch)
+    if window is None:
+      window = train_step.init_window(run.state, batch)
+    # Dispatched, not waited for: the host goes on to the next batch while the step runs.
+    run.state, window = train_step(run.state, batch, window)
     step += 1
-    metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-    _check_finite(metrics, step, run.ckpt)
-    for k, v in metrics.items():
-      acc[k] = acc.get(k, 0.0) + v
-    acc_n += 1
+    log_due = _due(step, tc.log_every, num_steps)
+    checkpoint_due = _due(step, tc.checkpoint_every, num_steps)
+    eval_due = _due(step, tc.eval_every, num_steps)
+    sample_due = (tc.sample_every and step % tc.sample_every == 0) or (
+        step == num_steps and tc.sample_at_end)
+    if not (log_due or checkpoint_due or eval_due or sample_due):
+      continue
+    # The state is about to be logged, saved, evaluated or sampled: every step since the
+    # last fetch must have been finite.
+    fetched = jax.device_get(window)
+    _check_window(fetched, run.ckpt)
 
-    if _due(step, tc.log_every, num_steps):
+    if log_due:
       now = time.time()
       steps_per_s = (step - step_log) / max(now - t_log, 1e-9)
-      means = {k: v / acc_n for k, v in acc.items()}
+      means = window_means(fetched)
       means['steps_per_s'] = steps_per_s
       writer.write_scalars(step, means, prefix='train/')
       bpd = f" | {means['bits_per_dim']:.4f} bits/dim" if 'bits_per_dim' in means else ''
@@ -978,22 +1066,21 @@ def _train_loop(run: 'Run', writer: MetricWriter, config) -> dict:
       # A collapsed or diverged game is still a run: it is named, and training goes on.
       for warning in (run.model.health(means) if hasattr(run.model, 'health') else []):
         logging.warning('step %d: %s', step, warning)
-      acc, acc_n, t_log, step_log = {}, 0, now, step
+      window, t_log, step_log = None, now, step
 
-    if _due(step, tc.checkpoint_every, num_steps):
+    if checkpoint_due:
       # A device-side copy: the next step donates (overwrites) the state buffers while
       # orbax may still be writing them in the background.
       snapshot = jax.tree.map(jnp.copy, run.state)
       run.ckpt.save(step, snapshot, {'iterator': run.data.train_iter.get_state()})
 
-    if _due(step, tc.eval_every, num_steps):
+    if eval_due:
       result = run.evaluate()
       writer.write_scalars(step, result, prefix='eval/')
       logging.info('eval at step %d on %s (%d examples): %s', step, run.data.eval_split,
                    result['num_examples'], _format_metrics(result))
 
-    if (tc.sample_every and step % tc.sample_every == 0) or (
-        step == num_steps and tc.sample_at_end):
+    if sample_due:
       path = run.write_samples(step, writer)
       if path:
         logging.info('samples at step %d: %s', step, path)

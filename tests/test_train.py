@@ -1,7 +1,9 @@
 """Trainer: 1-vs-8-device equivalence, NaN guard, checkpoint errors, EMA, schedules."""
+import json
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -69,6 +71,65 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
   run = train.Run(_tiny(), workdir, restore=True)
   assert run.restored_step == 10
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(jax.device_get(run.state.params)))
+
+
+def test_the_window_keeps_the_first_non_finite_step_and_its_metrics():
+  names = {'loss': None, 'nll': None}
+  w = train.empty_window(names)
+  steps = [(1, 2.0, 1.0), (2, 4.0, 3.0), (3, float('nan'), 5.0), (4, 1.0, float('inf'))]
+  for step, loss, nll in steps:
+    w = train.add_to_window(w, {'loss': jnp.float32(loss), 'nll': jnp.float32(nll)}, step)
+  w = jax.device_get(w)
+  assert int(w['count']) == 4 and int(w['bad_step']) == 3
+  assert np.isnan(w['bad']['loss']) and float(w['bad']['nll']) == 5.0
+  assert np.isnan(w['sums']['loss']) and np.isinf(w['sums']['nll'])
+  finite = train.add_to_window(train.add_to_window(train.empty_window(names), {
+      'loss': jnp.float32(2.0), 'nll': jnp.float32(1.0)}, 1), {
+          'loss': jnp.float32(4.0), 'nll': jnp.float32(3.0)}, 2)
+  finite = jax.device_get(finite)
+  assert int(finite['bad_step']) == -1
+  assert train.window_means(finite) == {'loss': 3.0, 'nll': 2.0}
+
+
+def test_logged_train_metrics_are_the_means_of_every_steps_metrics(tmp_path):
+  """The loop sums metrics on the device and fetches them every log_every steps; what it
+  logs equals the host mean of the per-step metrics of a step-by-step replay."""
+  c = _tiny(num_steps=8, log_every=4, checkpoint_every=8, eval_every=8, sample_every=0,
+            sample_at_end=False)
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(c, workdir)
+  rows = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
+  logged = {r['step']: r for r in rows if 'train/loss' in r}
+  assert sorted(logged) == [4, 8]
+  replay = train.Run(c, str(tmp_path / 'replay'), restore=False)
+  try:
+    step = train.make_train_step(replay.model, replay.tx, replay.schedule,
+                                 ema_decay=c.train.ema_decay, num_dims=replay.data.num_dims,
+                                 mesh=replay.mesh)
+    state, per_step = replay.state, []
+    for _ in range(8):
+      state, m = step(state, train.to_global_batch(next(replay.data.train_iter), replay.mesh))
+      per_step.append({k: float(v) for k, v in jax.device_get(m).items()})
+  finally:
+    replay.close()
+  for end in (4, 8):
+    for k in ('loss', 'bits_per_dim', 'grad_norm', 'learning_rate'):
+      want = np.mean([m[k] for m in per_step[end - 4:end]])
+      np.testing.assert_allclose(logged[end][f'train/{k}'], want, rtol=1e-6, err_msg=k)
+
+
+def test_a_non_finite_step_inside_a_log_window_stops_before_the_next_checkpoint(tmp_path):
+  """Metrics are fetched every 100 steps, checkpoints come every 3: the step that broke
+  (7) is found at the checkpoint of step 9, which is not written."""
+  workdir = str(tmp_path / 'run')
+  c = _tiny(num_steps=6, checkpoint_every=3, log_every=100)
+  train.train_and_evaluate(c, workdir)
+  c.train.num_steps = 12
+  c.optimizer.learning_rate = 1e38
+  with pytest.raises(train.NaNLossError) as e:
+    train.train_and_evaluate(c, workdir)
+  assert 'step 7' in str(e.value) and 'step 6' in str(e.value)
+  assert Checkpointer(workdir).all_steps() == [3, 6]
 
 
 def test_resuming_with_another_model_shape_is_a_clear_error(tmp_path):
