@@ -1,0 +1,120 @@
+"""Start-up cost of a config: data and model set-up, init, then the train step's trace,
+lower, compile and first run, each timed on its own.
+
+  python -m benchmarks.compile_time                       # the default list below
+  python -m benchmarks.compile_time configs/glow_mnist.py:cpu configs/realnvp_mnist.py
+
+Each config runs in a fresh subprocess (so no compilation cache is shared between them and
+the figures are what a user's first `experiments.main` pays), on the data of $DGM_DATA_DIR.
+Phases: `setup` is experiments.train.Run (data loading, model construction, the jitted
+init and its run), `trace`, `lower` and `compile` are the train step's
+(`jax.jit(...).trace(...).lower().compile()`), `first step` runs the compiled step once
+and waits for it; `total` is their sum. The table, the load average and a closing JSON
+line are printed; run it on a quiet machine, one benchmark at a time.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+DEFAULT_CONFIGS = (
+    'configs/pixelcnn_mnist.py',
+    'configs/gated_pixelcnn_mnist.py',
+    'configs/gated_pixelcnn_binarized_mnist.py',
+    'configs/pixelrnn_binarized_mnist.py',
+    'configs/nice_mnist.py',
+    'configs/realnvp_mnist.py:cpu',
+    'configs/realnvp_mnist.py',
+    'configs/glow_mnist.py:cpu',
+    'configs/glow_mnist.py',
+    'configs/maf_mnist.py',
+    'configs/wavenet_spoken_digit.py',
+    'configs/vpn_moving_mnist.py',
+)
+PHASES = ('setup', 'trace', 'lower', 'compile', 'first step')
+
+
+def measure(config_arg: str) -> dict:
+  """The phases of one config, in this process."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  from experiments import launch, train  # pylint: disable=g-import-not-at-top
+  module, arg, _ = launch.load_config_module(config_arg)
+  config = module.get_config(arg)
+  out = {}
+  with tempfile.TemporaryDirectory() as workdir:
+    t0 = time.perf_counter()
+    run = train.Run(config, os.path.join(workdir, 'run'), restore=False)
+    try:
+      jax.block_until_ready(run.state)
+      out['setup'] = time.perf_counter() - t0
+      tc = config.train
+      step = train.WindowTrainStep(run.model, run.tx, run.schedule, ema_decay=tc.ema_decay,
+                                   num_dims=run.data.num_dims, mesh=run.mesh)
+      batch = train.to_global_batch(next(run.data.train_iter), run.mesh)
+      window = step.init_window(run.state, batch)
+      t = time.perf_counter()
+      traced = step._step.trace(run.state, batch, window)  # pylint: disable=protected-access
+      out['trace'] = time.perf_counter() - t
+      t = time.perf_counter()
+      lowered = traced.lower()
+      out['lower'] = time.perf_counter() - t
+      t = time.perf_counter()
+      compiled = lowered.compile()
+      out['compile'] = time.perf_counter() - t
+      t = time.perf_counter()
+      jax.block_until_ready(compiled(run.state, batch, window))
+      out['first step'] = time.perf_counter() - t
+      out['hlo_ops'] = lowered.as_text().count('\n')
+      out['parameters'] = int(sum(x.size for x in jax.tree.leaves(run.state.params)))
+    finally:
+      run.close()
+  out['total'] = sum(out[p] for p in PHASES)
+  return out
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('configs', nargs='*', default=list(DEFAULT_CONFIGS))
+  parser.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  if args.child:
+    print(json.dumps(measure(args.configs[0])))
+    return
+  from benchmarks import common  # pylint: disable=g-import-not-at-top
+  print(f'load before: {common.loadavg()}; {common.machine()}', flush=True)
+  usage, children = common.CpuUsage(), os.times()
+  rows, results = [], {}
+  for config_arg in args.configs:
+    proc = subprocess.run([sys.executable, '-m', 'benchmarks.compile_time', '--child',
+                           config_arg], capture_output=True, text=True, check=False)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith('{')]
+    if proc.returncode or not lines:
+      print(f'{config_arg}: failed ({proc.returncode}):\n{proc.stderr[-2000:]}', flush=True)
+      results[config_arg] = {'error': proc.stderr[-500:]}
+      continue
+    r = json.loads(lines[-1])
+    results[config_arg] = r
+    rows.append((config_arg, f"{r['parameters']:,}", *(f'{r[p]:.2f}' for p in PHASES),
+                 f"{r['total']:.1f}", f"{r['hlo_ops']:,}"))
+    print(f'{config_arg}: total {r["total"]:.1f} s', flush=True)
+  common.print_table(rows, ('config', 'params', *(f'{p} s' for p in PHASES), 'total s',
+                            'HLO lines'))
+  # The children's CPU is this benchmark's own: take it out of "other processes".
+  end = os.times()
+  wall = time.perf_counter() - usage._start[0] if usage._start else float('nan')  # pylint: disable=protected-access
+  own_children = (end.children_user - children.children_user + end.children_system -
+                  children.children_system)
+  others = max(0.0, usage.others_cores() - own_children / wall)
+  print(f'load after: {common.loadavg()}; other processes used {others:.2f} cores meanwhile')
+  common.emit({'benchmark': 'compile_time', 'results': results, 'loadavg': common.loadavg(),
+               'others_cores': others})
+
+
+if __name__ == '__main__':
+  main()
