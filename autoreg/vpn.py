@@ -173,7 +173,12 @@ class VPN(nn.Module):
       raise ValueError(f'encoder_dilations must be positive, got {self.encoder_dilations}.')
     self.encoder = FrameEncoder(self.encoder_features, self.encoder_blocks,
                                 tuple(self.encoder_dilations))
-    self.lstm = nn.ConvLSTMCell(self.lstm_features, (self.lstm_kernel, self.lstm_kernel))
+    # One ConvLSTM cell scanned over the frame axis (axis 1): XLA compiles one cell
+    # whatever the number of frames. Its parameters are broadcast, not stacked, so they
+    # are the cell's own, at the same paths as the unrolled loop's.
+    self.lstm = nn.scan(nn.ConvLSTMCell, variable_broadcast='params',
+                        split_rngs={'params': False}, in_axes=1, out_axes=1)(
+                            self.lstm_features, (self.lstm_kernel, self.lstm_kernel))
     if self.frame_dependencies:
       self.decoder = GatedPixelCNN(
           num_levels=self._decoder_levels, num_channels=1, features=self.decoder_features,
@@ -207,12 +212,8 @@ class VPN(nn.Module):
     """ConvLSTM outputs after frames 0..T-2: [B, T-1, H, W, L]; entry t conditions frame t+1."""
     e = self._encode(video[:, :-1])
     carry = self._initial_carry(video.shape[0:1] + video.shape[2:])
-    outs = []
-    # A Python loop over at most a few tens of frames; each step is one cell application.
-    for t in range(e.shape[1]):
-      carry, h = self.lstm(carry, e[:, t])
-      outs.append(h)
-    return jnp.stack(outs, axis=1)
+    _, outs = self.lstm(carry, e)
+    return outs
 
   def _frame_logits(self, frames, cond):
     """Decoder logits [B, H, W, 1, L] of frames [B, H, W, 1] given context maps."""
@@ -301,9 +302,8 @@ class VPN(nn.Module):
     frame_shape = (b, *shape[2:])
     carry = self._initial_carry(frame_shape)
     e = self._encode(context)
-    h = None
-    for t in range(k):
-      carry, h = self.lstm(carry, e[:, t])
+    carry, hs = self.lstm(carry, e)
+    h = hs[:, -1]
     frames = [context[:, t] for t in range(k)]
     for t in range(k, t_total):
       key = jax.random.fold_in(rng, t)
@@ -315,7 +315,8 @@ class VPN(nn.Module):
       frame = self._levels_of(draws.astype(jnp.int32))
       frames.append(frame)
       if t < t_total - 1:
-        carry, h = self.lstm(carry, self._encode(frame[:, None])[:, 0])
+        carry, hs = self.lstm(carry, self._encode(frame[:, None]))
+        h = hs[:, 0]
     return jnp.stack(frames, axis=1)
 
   def sample(self, rng, shape, temperature: float = 1.0, context=None):
