@@ -25,6 +25,24 @@ Latents are returned standardized: a factored-out z2 as eps2 = (z2 - mu) / sigma
 temperature T draws z2 = mu + T * sigma * eps2 (flows/models.py). The latent of `encode`
 is [eps of level 0's split, ..., level L-2's, the top], each flattened.
 
+The K steps of each level are one `nn.scan` over a `FlowStep` (actnorm -> permutation ->
+coupling; the inverse scans the steps backwards, each step inverting its layers in reverse
+order), so XLA compiles one step's program per level whatever K is: the train step's
+program no longer grows with depth. At init each step gets its own 'params' key and its
+actnorm initializes on the activations that step sees, as the unrolled layers did; the
+shuffle permutations (one seed per step, level * K + k) are a scanned input, not a variable.
+
+Parameter layout (changed with the scan; densities and samples are unchanged). Before, every
+step's layers were top-level entries 'level{L}_step{k}_actnorm', '..._invconv' and
+'..._coupling' (with 'level{L}_step{k}_invconv' in 'constants' for the LU permutation and
+signs). Now each level has one entry 'level{L}_steps' holding 'actnorm', 'invconv' (when
+permutation='1x1conv') and 'coupling', every leaf stacked over the K steps on a new leading
+axis (the same in 'constants'); 'level{L}_split' and 'top_prior' are as they were. Saved
+runs of the unrolled model convert with `unrolled_to_scanned(variables)` (a dict of
+collections; Adam's mu and nu or EMA parameters as {'params': tree}), and
+`scanned_to_unrolled` goes back; the trainer does not convert by itself, so a workdir saved
+before the change must be converted before it resumes.
+
 Glow reports 3.35 bits/dim on CIFAR-10 (L=3, K=32, 512 hidden channels, affine coupling,
 Table 2). The Glow paper has no MNIST result; 1.05 bits/dim for Glow on MNIST is the figure
 Grathwohl et al. 2019 (FFJORD, arXiv 1810.01367, Table 2) report. The released code pads
@@ -34,9 +52,13 @@ MNIST to 32x32 for three levels; we keep 28x28 (D = 784 exactly) and use two lev
 from __future__ import annotations
 
 import math
+import re
+from typing import Any, Mapping
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 from flows import bijectors as fb
 from flows.models import ImageFlow, flatten_latents, split_latents
@@ -83,6 +105,45 @@ class TopPrior(nn.Module):
 COUPLINGS = ('affine', 'additive')
 PERMUTATIONS = ('1x1conv', 'shuffle', 'reverse')
 
+# The collections a step's variables live in, each stacked on a leading step axis.
+SCANNED_COLLECTIONS = ('params', 'constants')
+_UNROLLED_STEP = re.compile(r'^level(\d+)_step(\d+)_([a-z0-9]+)$')
+_SCANNED_LEVEL = re.compile(r'^level(\d+)_steps$')
+
+
+class FlowStep(nn.Module):
+  """One step of flow (Table 1): actnorm -> permutation -> coupling; the inverse runs them
+  in reverse order. `Glow` scans it over K steps, so its variables carry a leading step
+  axis in the model's tree.
+
+  `__call__(x, log_det, shuffle, inverse)` adds each layer's log-determinant to `log_det`
+  in turn (the order the unrolled chain added them, so the sums round alike); `shuffle` is
+  the step's (permutation, inverse permutation) pair of channel indices for
+  permutation='shuffle', else None.
+  """
+  hidden_features: int = 512
+  additive: bool = False
+  permutation: str = '1x1conv'
+  lu: bool = True
+
+  @nn.compact
+  def __call__(self, x, log_det, shuffle=None, inverse=False):
+    actnorm = fb.ActNorm(name='actnorm')
+    coupling = fb.GlowCoupling(self.hidden_features, additive=self.additive, name='coupling')
+    if self.permutation == '1x1conv':
+      conv = fb.LUInvertible1x1Conv if self.lu else fb.Invertible1x1Conv
+      permute = conv(name='invconv')
+    elif self.permutation == 'shuffle':
+      def permute(v, inverse):
+        return jnp.take(v, shuffle[1] if inverse else shuffle[0], axis=-1), 0.0
+    else:
+      def permute(v, inverse):
+        return v[..., ::-1], 0.0
+    for layer in ((coupling, permute, actnorm) if inverse else (actnorm, permute, coupling)):
+      x, ld = layer(x, inverse=inverse)
+      log_det = log_det + ld
+    return x, log_det
+
 
 class Glow(ImageFlow):
   """Glow on [H, W, C] images.
@@ -96,7 +157,7 @@ class Glow(ImageFlow):
     learn_top: a learned mean and scale for the top latent (else N(0, I)).
     coupling: 'affine' (the paper's model) or 'additive' (Fig. 3).
     permutation: '1x1conv' (the paper's model), 'shuffle' or 'reverse' (Fig. 3).
-      The defaults are the layers and parameter names of runs saved before these options.
+      The defaults are the layers of runs saved before these options.
 
   Actnorm's data-dependent initialization needs a batch with several distinct values per
   channel at every level: the trainer initializes on an evaluation batch (hundreds of
@@ -119,49 +180,64 @@ class Glow(ImageFlow):
     if self.num_levels < 1 or h % 2 ** self.num_levels or w % 2 ** self.num_levels:
       raise ValueError(f'num_levels={self.num_levels} needs H and W divisible by '
                        f'2^num_levels; the images are {h}x{w}.')
+    if self.num_steps < 1:
+      raise ValueError(f'num_steps={self.num_steps} must be at least 1.')
     if self.coupling not in COUPLINGS:
       raise ValueError(f'coupling={self.coupling!r}; choose one of {COUPLINGS}.')
     if self.permutation not in PERMUTATIONS:
       raise ValueError(f'permutation={self.permutation!r}; choose one of {PERMUTATIONS}.')
-    additive = self.coupling == 'additive'
-    levels, priors, shapes = [], [], []
+    steps, priors, shapes = [], [], []
     for level in range(self.num_levels):
-      layers = [fb.Squeeze(name=f'level{level}_squeeze')]
       h, w, c = h // 2, w // 2, 4 * c
-      for k in range(self.num_steps):
-        layers += [fb.ActNorm(name=f'level{level}_step{k}_actnorm'),
-                   self._permutation_layer(level, k),
-                   fb.GlowCoupling(self.hidden_features, additive=additive,
-                                   name=f'level{level}_step{k}_coupling')]
-      levels.append(fb.Chain(layers))
+      steps.append(FlowStep(self.hidden_features, additive=self.coupling == 'additive',
+                            permutation=self.permutation, lu=self.lu,
+                            name=f'level{level}_steps'))
       if level < self.num_levels - 1:
         priors.append(SplitPrior(name=f'level{level}_split'))
         shapes.append((h, w, c - c // 2))
         c = c // 2
     shapes.append((h, w, c))
-    self.levels = levels
+    self.steps = steps
     self.split_priors = priors
     if self.learn_top:
       self.top_prior = TopPrior()
     self.latent_shapes = tuple(shapes)
     assert sum(math.prod(s) for s in shapes) == self.num_dims
 
-  def _permutation_layer(self, level: int, step: int) -> fb.Bijector:
-    name = f'level{level}_step{step}'
-    if self.permutation == 'reverse':
-      return fb.Reverse(name=f'{name}_reverse')
+  def shuffle_permutations(self, level: int, channels: int) -> np.ndarray:
+    """permutation='shuffle': level `level`'s K channel permutations [K, C], step k's drawn
+    from seed level * K + k (the code seeds each step's shuffle from its scope name, so the
+    steps permute differently); the draws of fb.Permute(seed=...), as the unrolled model
+    made them."""
+    return np.stack([np.random.RandomState(level * self.num_steps + k).permutation(channels)
+                     for k in range(self.num_steps)])
+
+  def _level_steps(self, level: int, y, inverse: bool):
+    """The K steps of one level as one scanned step: XLA compiles a single step's program
+    whatever K is. Forward runs steps 0..K-1, the inverse K-1..0; the step's variables
+    are sliced from the stacked ones, and at init each step creates its own (a fresh 'params'
+    key per step, and actnorm initialized on the activations the step actually sees)."""
+    shuffle = None
     if self.permutation == 'shuffle':
-      # One seed per step: the code seeds each step's shuffle from its scope name, so the
-      # steps permute differently.
-      return fb.Permute(seed=level * self.num_steps + step, name=f'{name}_shuffle')
-    conv = fb.LUInvertible1x1Conv if self.lu else fb.Invertible1x1Conv
-    return conv(name=f'{name}_invconv')
+      perms = self.shuffle_permutations(level, y.shape[-1])
+      shuffle = (jnp.asarray(perms, jnp.int32),
+                 jnp.asarray(np.argsort(perms, axis=-1), jnp.int32))
+
+    def body(step, carry, shuffle):
+      return step(*carry, shuffle, inverse=inverse), None
+
+    scan = nn.scan(body, variable_axes={c: 0 for c in SCANNED_COLLECTIONS},
+                   split_rngs={'params': True}, length=self.num_steps, reverse=inverse)
+    (y, log_det), _ = scan(self.steps[level], (y, jnp.zeros((y.shape[0],), jnp.float32)),
+                           shuffle)
+    return y, log_det
 
   def _flow(self, y, train):
+    del train  # Glow has no batch statistics
     log_det = jnp.zeros((y.shape[0],), jnp.float32)
     latents = []
-    for level, chain in enumerate(self.levels):
-      y, ld = chain(y, inverse=False, train=train)
+    for level in range(self.num_levels):
+      y, ld = self._level_steps(level, fb.squeeze(y), inverse=False)
       log_det = log_det + ld
       if level < self.num_levels - 1:
         keep = y.shape[-1] // 2
@@ -184,5 +260,60 @@ class Glow(ImageFlow):
       if level < self.num_levels - 1:
         z2, _ = self.split_priors[level](y, parts[level], inverse=True)
         y = jnp.concatenate([y, z2], axis=-1)
-      y, _ = self.levels[level](y, inverse=True)
+      y, _ = self._level_steps(level, y, inverse=True)
+      y = fb.unsqueeze(y)
     return y
+
+
+# -- Checkpoints of the unrolled model ---------------------------------------------------
+
+def unrolled_to_scanned(variables: Mapping[str, Any]) -> dict:
+  """Variables of the unrolled Glow (before the steps were scanned) -> this layout.
+
+  `variables` maps collection names to trees, e.g. `init`'s {'params': ..., 'constants':
+  ...}, or {'params': tree} for any tree shaped like the parameters (Adam's mu and nu, EMA
+  parameters). Every top-level entry 'level{L}_step{k}_{layer}' becomes
+  'level{L}_steps'/'{layer}' with step k at index k of a new leading axis of each leaf;
+  everything else (the split and top priors) is kept as it is. The steps of each
+  level must be numbered 0..K-1 with none missing.
+  """
+  out = {}
+  for collection, tree in variables.items():
+    new, stacks = {}, {}
+    for key, value in tree.items():
+      m = _UNROLLED_STEP.match(key)
+      if m is None:
+        new[key] = value
+      else:
+        stacks.setdefault((int(m[1]), m[3]), {})[int(m[2])] = value
+    for (level, layer), by_step in sorted(stacks.items()):
+      if sorted(by_step) != list(range(len(by_step))):
+        raise ValueError(f"{collection}: level {level}'s {layer} layers are numbered "
+                         f'{sorted(by_step)}, not 0..K-1.')
+      name = f'level{level}_steps'
+      if name in tree:
+        raise ValueError(f'{collection} holds both {name} and unrolled steps of level {level}.')
+      new.setdefault(name, {})[layer] = jax.tree.map(
+          lambda *leaves: jnp.stack(leaves), *(by_step[k] for k in range(len(by_step))))
+    out[collection] = new
+  return out
+
+
+def scanned_to_unrolled(variables: Mapping[str, Any]) -> dict:
+  """The inverse of `unrolled_to_scanned`: 'level{L}_steps'/'{layer}' with K stacked
+  steps -> 'level{L}_step{k}_{layer}' for k = 0..K-1 (e.g. to read a new checkpoint with
+  code from before the scan)."""
+  out = {}
+  for collection, tree in variables.items():
+    new = {}
+    for key, value in tree.items():
+      if _SCANNED_LEVEL.match(key) is None:
+        new[key] = value
+        continue
+      level = key[len('level'):-len('_steps')]
+      for layer, stacked in value.items():
+        num_steps = jax.tree.leaves(stacked)[0].shape[0]
+        for k in range(num_steps):
+          new[f'level{level}_step{k}_{layer}'] = jax.tree.map(lambda a, k=k: a[k], stacked)
+    out[collection] = new
+  return out

@@ -16,6 +16,7 @@ import pytest
 from experiments import train
 from experiments.checkpointing import Checkpointer
 from flows import bijectors as fb
+from flows import glow
 from flows.glow import Glow
 from flows.maf import MAFModel
 from flows.models import quantize
@@ -50,6 +51,9 @@ def random_variables(model, image, seed=0):
   shapes = jax.eval_shape(lambda: model.init(
       {'params': jax.random.key(0), 'sample': jax.random.key(0)}, {'image': image},
       train=False, method='loss'))
+  if isinstance(model, Glow):   # drawn per step as for the unrolled model, then stacked
+    return glow.unrolled_to_scanned(random_flow_variables(
+        jax.eval_shape(glow.scanned_to_unrolled, shapes), seed))
   return random_flow_variables(shapes, seed)
 
 
@@ -231,9 +235,9 @@ def test_glow_trains_samples_and_loads_with_its_constants(tmp_path, data_dir):
   loaded = experiments.load_run(workdir)
   assert set(loaded.model_state) == {'constants'} and set(loaded.variables) == {
       'params', 'constants'}
-  for layer in loaded.model_state['constants'].values():   # P is a permutation matrix
-    p = np.asarray(layer['permutation'])
-    assert set(np.unique(p)) <= {0.0, 1.0} and np.all(p.sum(0) == 1) and np.all(p.sum(1) == 1)
+  for level in loaded.model_state['constants'].values():   # each step's P is a permutation
+    p = np.asarray(level['invconv']['permutation'])
+    assert set(np.unique(p)) <= {0.0, 1.0} and np.all(p.sum(-2) == 1) and np.all(p.sum(-1) == 1)
 
 
 def test_non_finite_log_det_stops_training_and_names_it(tmp_path):
@@ -358,12 +362,13 @@ def test_glow_choices_invert_and_their_log_det_matches_the_jacobian(coupling, pe
     # A Gaussian random W can be near singular, too ill-conditioned for a float32 inverse:
     # a rotation with per-channel scales in [0.7, 1.4] keeps log|det W| away from zero.
     rng = np.random.default_rng(2)
-    params = dict(variables['params'])
+    unrolled = glow.scanned_to_unrolled(variables)
+    params = dict(unrolled['params'])
     for name in [n for n in params if n.endswith('_invconv')]:
       c = params[name]['kernel'].shape[0]
       w = np.linalg.qr(rng.standard_normal((c, c)))[0] * rng.uniform(0.7, 1.4, c)
       params[name] = {'kernel': jnp.asarray(w, jnp.float32)}
-    variables = {**variables, 'params': params}
+    variables = glow.unrolled_to_scanned({**unrolled, 'params': params})
 
   @jax.jit
   def run(variables):
@@ -393,20 +398,16 @@ def test_glow_additive_coupling_has_zero_log_det_and_shuffles_differ_per_step():
   # RGB, so the levels have 12 and 24 channels: distinct seeds give distinct shuffles.
   model = Glow(image_shape=(4, 4, 3), num_levels=2, num_steps=3, hidden_features=4,
                permutation='shuffle')
-  variables = jax.eval_shape(lambda: model.init(
-      {'params': jax.random.key(0), 'sample': jax.random.key(0)},
-      {'image': jnp.zeros((2, 4, 4, 3), jnp.uint8)}, train=False, method='loss'))
-  bound = model.bind(jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), variables))
-  perms = [tuple(layer._permutation(12 if level == 0 else 24))  # pylint: disable=protected-access
-           for level, chain in enumerate(bound.levels) for layer in chain.bijectors
-           if isinstance(layer, fb.Permute)]
+  perms = [tuple(p) for level in range(2)
+           for p in model.shuffle_permutations(level, 12 if level == 0 else 24)]
   assert len(perms) == 6 and len(set(perms)) == 6, perms
   assert all(p != tuple(sorted(p)) for p in perms)
 
 
 def test_glow_defaults_keep_the_saved_runs_layer_names():
   """A config.json written before `coupling` and `permutation` existed builds the model its
-  checkpoint holds: affine couplings and 1x1 convolutions under the same names."""
+  checkpoint holds: affine couplings and 1x1 convolutions under the same names, once
+  glow.unrolled_to_scanned has stacked the steps of each level."""
   from experiments.models import build_model
   old = dict(image_shape=SHAPE, num_levels=2, num_steps=2, hidden_features=4, lu=True,
              learn_top=True)
@@ -415,10 +416,12 @@ def test_glow_defaults_keep_the_saved_runs_layer_names():
   variables = jax.eval_shape(lambda: model.init(
       {'params': jax.random.key(0), 'sample': jax.random.key(0)}, {'image': _images()},
       train=False, method='loss'))
+  unrolled = jax.eval_shape(glow.scanned_to_unrolled, variables)
   steps = [f'level{level}_step{k}' for level in range(2) for k in range(2)]
-  assert set(variables['params']) == {f'{s}_{n}' for s in steps for n in (
+  assert set(unrolled['params']) == {f'{s}_{n}' for s in steps for n in (
       'actnorm', 'invconv', 'coupling')} | {'level0_split', 'top_prior'}
-  assert set(variables['constants']) == {f'{s}_invconv' for s in steps}
+  assert set(unrolled['constants']) == {f'{s}_invconv' for s in steps}
+  assert set(variables['params']['level0_steps']) == {'actnorm', 'invconv', 'coupling'}
   for key, value in (('coupling', 'affine_'), ('permutation', '1x1'), ('permutation', 'lu')):
     with pytest.raises(ValueError, match=f'{key}={value!r}; choose one of'):
       Glow(image_shape=SHAPE, num_levels=2, num_steps=1, **{key: value}).init(
