@@ -33,7 +33,10 @@ Depth is scanned (issue 18): the residual blocks of every coupling ResNet are on
 scale (3 checkerboard, 3 channel-wise; 4 checkerboard at the last scale) is one
 `CouplingGroup`: a `_CouplingStep` (coupling, then its batch-norm bijector) under `nn.scan`
 with the mask's parity (flip) as scanned data, reversed for the inverse. XLA compiles one
-residual block and one coupling step per group, whatever the depth.
+residual block and one coupling step per group, whatever the depth. In train mode the
+ResNets' convolutions differentiate through `_conv_canonical_grad` (XLA:CPU runs JAX's own
+transposed convolutions inside a scan about 40x slower); it has no forward-mode rule, so
+jax.jacfwd works on the eval-mode flow only.
 
 Variable layout (every collection, 'params' and 'batch_stats' alike; leading axes are the
 scans', [steps] then [blocks]):
