@@ -263,16 +263,17 @@ def test_realnvp_channel_couplings_split_pixels_unlike_the_checkerboard():
   assert kinds.count('Squeeze') == 1 and kinds.count('ReorderSqueezed') == 1
   sq, ro = kinds.index('Squeeze'), kinds.index('ReorderSqueezed')
   assert not layers[sq].ordered
+  # Each run of same-mask couplings is one scanned CouplingGroup, its flips as data.
   couplings = [(i, layer) for i, layer in enumerate(layers)
-               if type(layer).__name__ == 'ResNetCoupling']
+               if type(layer).__name__ == 'CouplingGroup']
   before = [layer for i, layer in couplings if i < sq]
   between = [layer for i, layer in couplings if sq < i < ro]
-  assert [layer.mask for layer in before] == ['checkerboard'] * 3
-  assert [layer.mask for layer in between] == ['channel'] * 3
+  assert [(layer.mask, len(layer.flips)) for layer in before] == [('checkerboard', 3)]
+  assert [(layer.mask, len(layer.flips)) for layer in between] == [('channel', 3)]
   assert not any(i > ro for i, _ in couplings)
   boards = [_pixel_partition('checkerboard', f, (8, 8, 1)) for f in (False, True)]
-  for layer in between:
-    part = _pixel_partition('channel', layer.flip, (8, 8, 1))
+  for flip in between[0].flips:
+    part = _pixel_partition('channel', flip, (8, 8, 1))
     for board in boards:
       assert not np.array_equal(part, board)
       # Each channel half holds half of each checkerboard colour: maximally unlike it.
