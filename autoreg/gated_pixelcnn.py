@@ -40,6 +40,15 @@ activations are computed once per new row (vertical stack) or per new sub-pixel
 (horizontal stack) from cached state, rather than re-running the network on the whole
 image for every sub-pixel as `sample` does. Both samplers draw the same samples under the
 same key. With the mixture head both step per pixel instead of per sub-pixel.
+
+The layers are unrolled (per-layer parameters vertical_l, horizontal_l, ...), on purpose
+(issue 18, item 1): an nn.scan over the identical middle layers (kept on the branch
+issue18-scan-autoreg-experiment, with a checkpoint converter and fixtures) compiled the
+train step slower, not faster, on XLA:CPU at the MNIST configs' depths: init + compile +
+first step 14-18 CPU s against 10-12 unrolled for 6 x 32 layers, a wash for 10 x 64; the
+unrolled step's compile grows by only ~0.03 s per layer. (Inside the scan JAX's transposed
+convolutions also run 10-30x slower, so its gradients must be written as canonical
+convolutions.) Measured on the shared 2-core CPU, rough.
 """
 from __future__ import annotations
 
