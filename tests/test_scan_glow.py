@@ -253,3 +253,17 @@ def test_lowered_program_does_not_grow_with_the_number_of_steps():
 
   short, deep = lines(2), lines(16)
   assert deep < 1.05 * short, (short, deep)
+
+
+def test_unrolled_scan_gives_the_same_density_with_the_same_parameters():
+  """unroll_steps=K (nn.scan's unroll; XLA:CPU runs its backward faster) is the same model."""
+  model, old, want = _load('lu')
+  variables = glow.unrolled_to_scanned(old)
+  unrolled = model.clone(unroll_steps=model.num_steps)
+  assert jax.tree.structure(_shapes(unrolled, want['images'])) == jax.tree.structure(variables)
+  log_prob = unrolled.apply(variables, want['x'], method='log_prob')
+  np.testing.assert_allclose(log_prob, want['log_prob'], rtol=1e-5, atol=1e-4)
+  decoded = unrolled.apply(variables, want['eps'], method='decode')
+  np.testing.assert_allclose(decoded, want['decoded'], atol=1e-5)
+  with pytest.raises(ValueError, match='unroll_steps=4 must lie in 1..num_steps=3'):
+    model.clone(unroll_steps=4).apply(variables, want['x'], method='log_prob')
