@@ -127,7 +127,7 @@ class FlowStep(nn.Module):
   lu: bool = True
 
   @nn.compact
-  def __call__(self, x, log_det, shuffle=None, inverse=False):
+  def __call__(self, x, log_det, shuffle=None, inverse=False, train=False):
     actnorm = fb.ActNorm(name='actnorm')
     coupling = fb.GlowCoupling(self.hidden_features, additive=self.additive, name='coupling')
     if self.permutation == '1x1conv':
@@ -140,7 +140,8 @@ class FlowStep(nn.Module):
       def permute(v, inverse):
         return v[..., ::-1], 0.0
     for layer in ((coupling, permute, actnorm) if inverse else (actnorm, permute, coupling)):
-      x, ld = layer(x, inverse=inverse)
+      x, ld = (coupling(x, inverse=inverse, train=train) if layer is coupling
+               else layer(x, inverse=inverse))
       log_det = log_det + ld
     return x, log_det
 
@@ -160,9 +161,11 @@ class Glow(ImageFlow):
       The defaults are the layers of runs saved before these options.
     unroll_steps: how many steps each iteration of the scan over a level's steps runs
       (nn.scan's `unroll`): 1 traces and compiles one step; num_steps unrolls the loop, so
-      the program grows with K again. The parameters are the same either way. On XLA:CPU
-      (jax 0.10.2) the scanned steps' backward pass ran 3-8x slower than the unrolled one
-      (rough timings on a shared machine; 2 did not help, num_steps restored the speed).
+      the program grows with K again. The parameters are the same either way. In train mode
+      the couplings' convolutions differentiate through fb.conv_same_canonical_grad:
+      without it XLA:CPU (jax 0.10.2) ran the scanned steps' backward pass 3-8x slower than
+      the unrolled one; with it the :cpu config trains at 7.5 steps/s against 1.3
+      (benchmarks.host_fetch, 10-step blocks, medians of 3, other processes 0.01 cores).
 
   Actnorm's data-dependent initialization needs a batch with several distinct values per
   channel at every level: the trainer initializes on an evaluation batch (hundreds of
@@ -221,7 +224,7 @@ class Glow(ImageFlow):
     return np.stack([np.random.RandomState(level * self.num_steps + k).permutation(channels)
                      for k in range(self.num_steps)])
 
-  def _level_steps(self, level: int, y, inverse: bool):
+  def _level_steps(self, level: int, y, inverse: bool, train: bool = False):
     """The K steps of one level as one scanned step: XLA compiles a single step's program
     whatever K is. Forward runs steps 0..K-1, the inverse K-1..0; the step's variables
     are sliced from the stacked ones, and at init each step creates its own (a fresh 'params'
@@ -233,7 +236,7 @@ class Glow(ImageFlow):
                  jnp.asarray(np.argsort(perms, axis=-1), jnp.int32))
 
     def body(step, carry, shuffle):
-      return step(*carry, shuffle, inverse=inverse), None
+      return step(*carry, shuffle, inverse=inverse, train=train), None
 
     scan = nn.scan(body, variable_axes={c: 0 for c in SCANNED_COLLECTIONS},
                    split_rngs={'params': True}, length=self.num_steps, reverse=inverse,
@@ -243,11 +246,12 @@ class Glow(ImageFlow):
     return y, log_det
 
   def _flow(self, y, train):
-    del train  # Glow has no batch statistics
+    # Glow has no batch statistics; train only selects the couplings' canonical-gradient
+    # convolutions (the same values).
     log_det = jnp.zeros((y.shape[0],), jnp.float32)
     latents = []
     for level in range(self.num_levels):
-      y, ld = self._level_steps(level, fb.squeeze(y), inverse=False)
+      y, ld = self._level_steps(level, fb.squeeze(y), inverse=False, train=train)
       log_det = log_det + ld
       if level < self.num_levels - 1:
         keep = y.shape[-1] // 2

@@ -34,7 +34,7 @@ scale (3 checkerboard, 3 channel-wise; 4 checkerboard at the last scale) is one
 `CouplingGroup`: a `_CouplingStep` (coupling, then its batch-norm bijector) under `nn.scan`
 with the mask's parity (flip) as scanned data, reversed for the inverse. XLA compiles one
 residual block and one coupling step per group, whatever the depth. In train mode the
-ResNets' convolutions differentiate through `_conv_canonical_grad` (XLA:CPU runs JAX's own
+ResNets' convolutions differentiate through `fb.conv_same_canonical_grad` (XLA:CPU runs JAX's own
 transposed convolutions inside a scan about 40x slower); it has no forward-mode rule, so
 jax.jacfwd works on the eval-mode flow only.
 
@@ -57,11 +57,10 @@ from __future__ import annotations
 import functools
 import math
 import re
-from typing import Callable, Sequence
+from typing import Sequence
 
 import flax
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from flows import bijectors as fb
@@ -69,60 +68,6 @@ from flows.models import ImageFlow, flatten_latents, split_latents
 
 # One block's or one coupling step's variables are stacked on a leading axis.
 _SCAN_AXES = {'params': 0, 'batch_stats': 0}
-_DIMS = ('NHWC', 'HWIO', 'NHWC')
-
-
-def _conv(h, k):
-  return jax.lax.conv_general_dilated(h, k, (1, 1), 'SAME', dimension_numbers=_DIMS)
-
-
-@jax.custom_vjp
-def _conv_canonical_grad(h, k):
-  """A stride-1 'SAME' convolution whose gradients are canonical NHWC/HWIO convolutions.
-
-  Inside a scan, XLA:CPU runs the convolutions of JAX's own transpose rules (kernel and
-  batch axes swapped through dimension numbers) about 40x slower than in unrolled code
-  (measured: 6 scanned 3x3 residual convolutions, 32 features, 16 x 28x28, 3.2 s against
-  0.07 s per gradient); written as ordinary convolutions they run at the unrolled speed.
-  Reverse mode only: the ResNet uses it in train mode, plain convolutions otherwise, so
-  jax.jacfwd of the (eval-mode) flow still works."""
-  return _conv(h, k)
-
-
-def _conv_fwd(h, k):
-  return _conv(h, k), (h, k)
-
-
-def _conv_bwd(res, g):
-  h, k = res
-  kh, kw = k.shape[:2]
-  dh = _conv(g, jnp.flip(k, (0, 1)).swapaxes(2, 3))
-  # dk[i, j, c, d] = sum_{b, y, x} h_pad[b, y + i, x + j, c] g[b, y, x, d]: a 'VALID'
-  # convolution with the batch as the contracted feature axis.
-  hp = jnp.pad(h, ((0, 0), ((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2), (0, 0)))
-  dk = jax.lax.conv_general_dilated(hp.transpose(3, 1, 2, 0), g.transpose(1, 2, 0, 3),
-                                    (1, 1), 'VALID', dimension_numbers=_DIMS)
-  return dh, dk.transpose(1, 2, 0, 3).astype(k.dtype)
-
-
-_conv_canonical_grad.defvjp(_conv_fwd, _conv_bwd)
-
-
-class _Conv(nn.Module):
-  """nn.Conv's stride-1 'SAME' convolution with its variables ('kernel' [kh, kw, in, out],
-  'bias'); canonical_grad selects `_conv_canonical_grad` (for train mode in scans)."""
-  features: int
-  kernel_size: tuple = (3, 3)
-  kernel_init: Callable = nn.initializers.lecun_normal()
-  canonical_grad: bool = False
-
-  @nn.compact
-  def __call__(self, x):
-    kernel = self.param('kernel', self.kernel_init,
-                        tuple(self.kernel_size) + (x.shape[-1], self.features))
-    bias = self.param('bias', nn.initializers.zeros, (self.features,))
-    conv = _conv_canonical_grad if self.canonical_grad else _conv
-    return conv(x, kernel.astype(x.dtype)) + bias.astype(x.dtype)
 
 
 class _ResidualBlock(nn.Module):
@@ -133,7 +78,7 @@ class _ResidualBlock(nn.Module):
 
   @nn.compact
   def __call__(self, h, _):
-    conv = functools.partial(_Conv, self.features, canonical_grad=self.train)
+    conv = functools.partial(fb.Conv, self.features, canonical_grad=self.train)
     if self.batch_norm:
       norm = functools.partial(nn.BatchNorm, use_running_average=not self.train, momentum=0.9)
     else:
@@ -156,7 +101,7 @@ class ResNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    h = _Conv(self.features, canonical_grad=train, name='conv_in')(x)
+    h = fb.Conv(self.features, canonical_grad=train, name='conv_in')(x)
     if self.num_blocks:
       blocks = nn.scan(_ResidualBlock, variable_axes=_SCAN_AXES, split_rngs={'params': True},
                        length=self.num_blocks)
@@ -164,7 +109,7 @@ class ResNet(nn.Module):
     if self.batch_norm:
       h = nn.BatchNorm(use_running_average=not train, momentum=0.9, name='norm_out')(h)
     h = nn.relu(h)
-    return _Conv(self.out_features, kernel_init=nn.initializers.zeros, canonical_grad=train,
+    return fb.Conv(self.out_features, kernel_init=nn.initializers.zeros, canonical_grad=train,
                  name='out')(h)
 
 

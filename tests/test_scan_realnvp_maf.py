@@ -256,14 +256,20 @@ def test_the_train_steps_program_does_not_grow_with_depth():
   assert deep == small, (small, deep)
 
 
-@pytest.mark.parametrize('kernel', (1, 3, 5))
+@pytest.mark.parametrize('kernel', ((1, 1), (3, 3), (5, 5), (2, 3), (3, 2), (4, 4)))
 def test_canonical_grad_convolution_has_the_convolutions_gradients(kernel):
+  """flows.bijectors.conv_same_canonical_grad (Real NVP's and Glow's train-mode
+  convolutions): nn.Conv's 'SAME' values and JAX's own gradients, odd and even kernels."""
   rng = np.random.default_rng(6)
   h = jnp.asarray(rng.normal(size=(3, 6, 5, 4)), jnp.float32)
-  k = jnp.asarray(rng.normal(size=(kernel, kernel, 4, 7)), jnp.float32)
+  k = jnp.asarray(rng.normal(size=kernel + (4, 7)), jnp.float32)
   g = jnp.asarray(rng.normal(size=(3, 6, 5, 7)), jnp.float32)
-  ours = realnvp._conv_canonical_grad  # pylint: disable=protected-access
-  plain = realnvp._conv  # pylint: disable=protected-access
+  ours = fb.conv_same_canonical_grad
+
+  def plain(h, k):
+    return jax.lax.conv_general_dilated(h, k, (1, 1), 'SAME',
+                                        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
   np.testing.assert_allclose(ours(h, k), plain(h, k), rtol=1e-5, atol=1e-5)
   for argnum in (0, 1):
     want = jax.grad(lambda *a: jnp.sum(plain(*a) * g), argnum)(h, k)
