@@ -291,8 +291,8 @@ class JaxRunner:
   """The project's train step on a 1-device mesh; `run(n)` times n steps."""
 
   def __init__(self, model, batch: dict, num_dims: int, seed: int = 0,
-               compiler_options: dict | None = None):
-    cfg = pixelcnn_mnist.get_config()
+               compiler_options: dict | None = None, config=None):
+    cfg = config or pixelcnn_mnist.get_config()   # its optimizer and EMA
     self.mesh = train.make_mesh(jax.devices()[:1])
     tx, schedule = train.create_optimizer(cfg.optimizer, cfg.train.num_steps)
     self.state = train.init_train_state(model, tx, batch, seed, self.mesh)
