@@ -627,6 +627,9 @@ class Run:
                                                     self.model)
     example = next(iter(self.data.eval_batches()))
     example.pop('example_mask')
+    n_init = config.train.get('init_examples', 0)   # validated: an int >= 0
+    if n_init:
+      example = {k: v[:n_init] for k, v in example.items()}
     self.state = init_train_state(self.model, self.tx, example, config.seed, self.mesh)
     self._samplers: dict = {}
     self._stats_step = None

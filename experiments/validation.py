@@ -27,7 +27,7 @@ DATA_KEYS = ('name', 'source', 'local_dir', 'train_split', 'eval_split', 'batch_
              'labelled_seed', 'frame_size', 'digit_size', 'num_digits', 'num_frames')
 TRAIN_KEYS = ('num_steps', 'log_every', 'eval_every', 'checkpoint_every', 'sample_every',
               'num_samples', 'sample_at_end', 'keep_checkpoints', 'ema_decay', 'eval_with_ema',
-              'eval_batch_stats', 'batch_stats_batches')
+              'eval_batch_stats', 'batch_stats_batches', 'init_examples')
 SAMPLE_KEYS = ('sampler', 'temperature', 'completion_rows', 'num_images', 'num_completions',
                'speaker', 'digit', 'seconds', 'prompt', 'length')
 
@@ -182,6 +182,7 @@ def validate_config(config) -> None:
   p.int_('train.num_samples', 1)
   p.int_('train.keep_checkpoints', 1)
   p.int_('train.batch_stats_batches', 1)
+  p.int_('train.init_examples', 0, zero_means='the whole first evaluation batch')
   p.float_('train.ema_decay', 0.0, 1.0, high_open=True)
   p.bool_('train.eval_with_ema')
   p.bool_('train.sample_at_end')

@@ -168,9 +168,10 @@ class Glow(ImageFlow):
       (benchmarks.host_fetch, 10-step blocks, medians of 3, other processes 0.01 cores).
 
   Actnorm's data-dependent initialization needs a batch with several distinct values per
-  channel at every level: the trainer initializes on an evaluation batch (hundreds of
-  images). With two images and a 1x1 top level the per-channel std estimates can be
-  near zero, and the initial scales then overflow float32 after a few dozen steps.
+  channel at every level: the trainer initializes on the first config.train.init_examples
+  (256, the released code's n_batch_init) images of an evaluation batch. With two images
+  and a 1x1 top level the per-channel std estimates can be near zero, and the initial
+  scales then overflow float32 after a few dozen steps.
   """
   num_levels: int = 3
   num_steps: int = 32

@@ -432,3 +432,29 @@ def test_glow_defaults_keep_the_saved_runs_layer_names():
       Glow(image_shape=SHAPE, num_levels=2, num_steps=1, **{key: value}).init(
           {'params': jax.random.key(0), 'sample': jax.random.key(0)}, {'image': _images()},
           train=False, method='loss')
+
+
+def test_glow_initializes_on_the_first_init_examples_of_the_eval_batch(tmp_path, data_dir):
+  """config.train.init_examples: actnorm's data-dependent start is the statistics of the
+  first n evaluation images (the released code's n_batch_init), and n changes it."""
+  from configs import glow_mnist
+  from experiments import validation
+  from experiments.models import ConfigError
+  c = _tiny_config(glow_mnist, data_dir, init_examples=32)
+  run = train.Run(c, str(tmp_path / 'run'), restore=False)
+  example = next(iter(run.data.eval_batches()))
+  assert len(example['image']) == c.data.eval_batch_size > 32
+  try:
+    for n, same in ((32, True), (0, False)):   # 0: the whole batch
+      want = train.init_train_state(run.model, run.tx,
+                                    {'image': example['image'][:n or None]}, c.seed, run.mesh)
+      equal = jax.tree.map(lambda a, b: bool(np.array_equal(a, b)),
+                           jax.device_get(want.params), jax.device_get(run.state.params))
+      actnorm = equal['level0_steps']['actnorm']
+      assert actnorm['bias'] is same and actnorm['log_scale'] is same
+      assert all(jax.tree.leaves(equal['level0_steps']['invconv']))  # not data-dependent
+  finally:
+    run.close()
+  c.train.init_examples = -1
+  with pytest.raises(ConfigError, match=r'train.init_examples.*>= 0 \(0: the whole first'):
+    validation.validate_config(c)
