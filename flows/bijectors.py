@@ -299,7 +299,8 @@ conv_same_canonical_grad.defvjp(_conv_fwd, _conv_bwd)
 class Conv(nn.Module):
   """nn.Conv's stride-1 'SAME' convolution with its variables ('kernel' [kh, kw, in, out],
   'bias', the same initializers and values); canonical_grad selects
-  `conv_same_canonical_grad` (train mode in scans)."""
+  `conv_same_canonical_grad` (train mode in scans). A 1x1 kernel runs as a matmul over
+  channels (the same values within float32 rounding)."""
   features: int
   kernel_size: tuple = (3, 3)
   kernel_init: Callable = nn.initializers.lecun_normal()
@@ -310,6 +311,10 @@ class Conv(nn.Module):
     kernel = self.param('kernel', self.kernel_init,
                         tuple(self.kernel_size) + (x.shape[-1], self.features))
     bias = self.param('bias', nn.initializers.zeros, (self.features,))
+    if tuple(self.kernel_size) == (1, 1):
+      # A 1x1 convolution is a matmul over channels; as one, its forward pass and both
+      # gradients are matmuls (YNNPACK's on CPU) rather than convolutions.
+      return _channel_matmul(x, kernel[0, 0]) + bias.astype(x.dtype)
     conv = conv_same_canonical_grad if self.canonical_grad else conv_same
     return conv(x, kernel.astype(x.dtype)) + bias.astype(x.dtype)
 
