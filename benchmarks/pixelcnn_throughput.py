@@ -49,6 +49,9 @@ ratio (jax / torch, the reference thread count).
              matmul and the skip and residual 1x1s in one matmul
     chunkdw  lax convolutions for k x k; 1x1 as dot_general with a custom VJP whose weight
              gradient is 8 batched matmuls summed
+    canon    lax convolutions everywhere, differentiated through a custom VJP whose input
+             and weight gradients are canonical NHWC/HWIO convolutions (Glow's and Real
+             NVP's fb.conv_same_canonical_grad, for VALID windows)
   and the two joined, e.g. chunkdw+noynnconv.
 
 Measured 2026-11-22 on this 2-core machine while a training run held one core (default
@@ -56,6 +59,11 @@ model, images/s, medians of interleaved rounds; `taskset -c 1`, torch 1 thread):
 jax 5.51, im2col 6.53 (x1.19), chunkdw 6.64 (x1.21), noynnconv 8.05 (x1.46),
 chunkdw+noynnconv 8.83 (x1.60), torch 9.78. On both cores: jax 4.09, noynnconv 6.77,
 chunkdw+noynnconv 7.65, torch 2.80 (2 threads) / 9.33 (1 thread).
+Quiet (other processes 0.01 cores), 2026-12-04, both cores, `--variant canon`: jax 14.23
+(12.75-14.51), canon 14.81 (14.44-15.33; x1.04, within the rounds' spread; the same
+gradients to the last bit in float64), torch 21.07 (2 threads, jax 0.68x) / 11.95 (1 thread):
+the canonical-gradient convolutions that made Glow's scanned steps 5.7x faster do not pay
+in the unrolled PixelCNN, so the model keeps JAX's own transpose rules.
 """
 from __future__ import annotations
 
@@ -80,7 +88,7 @@ from benchmarks import common
 from configs import pixelcnn_mnist
 from experiments import train
 
-VARIANTS = ('conv', 'dot1x1', 'im2col', 'taps', 'fused', 'chunkdw')
+VARIANTS = ('conv', 'dot1x1', 'im2col', 'taps', 'fused', 'chunkdw', 'canon')
 # XLA options for the train step's compilation (jax.jit(..., compiler_options=...) or
 # .compile(compiler_options=...)); set per executable, so they interleave in one process.
 XLA_OPTIONS = {
@@ -172,6 +180,37 @@ def _dot_chunked_bwd(res, dy):
 _dot_chunked_dw.defvjp(_dot_chunked_fwd, _dot_chunked_bwd)
 
 
+_DIMS = ('NHWC', 'HWIO', 'NHWC')
+
+
+def _valid_conv(x, k):
+  return jax.lax.conv_general_dilated(x, k, (1, 1), 'VALID', dimension_numbers=_DIMS)
+
+
+@jax.custom_vjp
+def _conv_canonical_grad(x, k):
+  """_valid_conv whose gradients are canonical NHWC/HWIO convolutions (as
+  flows.bijectors.conv_same_canonical_grad), not JAX's transpose rules' convolutions with
+  swapped dimension numbers."""
+  return _valid_conv(x, k)
+
+
+def _canon_fwd(x, k):
+  return _valid_conv(x, k), (x, k)
+
+
+def _canon_bwd(res, g):
+  x, k = res
+  kh, kw = k.shape[:2]
+  dx = _valid_conv(jnp.pad(g, ((0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1), (0, 0))),
+                   jnp.flip(k, (0, 1)).swapaxes(2, 3))
+  dk = _valid_conv(x.transpose(3, 1, 2, 0), g.transpose(1, 2, 0, 3))   # [C, kh, kw, D]
+  return dx, dk.transpose(1, 2, 0, 3)
+
+
+_conv_canonical_grad.defvjp(_canon_fwd, _canon_bwd)
+
+
 def conv(x, kernel, how: str, how_1x1: str):
   """VALID convolution of a padded NHWC input with an HWIO kernel, written `how`."""
   kh, kw, cin, cout = kernel.shape
@@ -179,6 +218,8 @@ def conv(x, kernel, how: str, how_1x1: str):
     return _dot(x, kernel[0, 0])
   if kh == kw == 1 and how_1x1 == 'chunkdw':
     return _dot_chunked_dw(x, kernel[0, 0])
+  if how == 'canon':
+    return _conv_canonical_grad(x, kernel)
   if how == 'lax' or (kh == kw == 1):
     return jax.lax.conv_general_dilated(x, kernel, (1, 1), 'VALID',
                                         dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
@@ -198,6 +239,7 @@ FORMULATIONS = {
     'taps': dict(how='taps', how_1x1='dot', fuse=False),
     'fused': dict(how='im2col', how_1x1='dot', fuse=True),
     'chunkdw': dict(how='lax', how_1x1='chunkdw', fuse=False),
+    'canon': dict(how='canon', how_1x1='canon', fuse=False),
 }
 
 
@@ -277,9 +319,9 @@ class Reimplementation:
   def logits(self, params, x):
     return reimplemented_logits(params, x, self.kw, **self.form)
 
-  def apply(self, variables, batch, train=True, rngs=None, method='loss'):
+  def apply(self, variables, batch, train=True, rngs=None, method='loss', mutable=False):
     del train, rngs
-    assert method == 'loss', method
+    assert method == 'loss' and not mutable, (method, mutable)
     x = batch['image']
     nll = -likelihood.categorical_log_prob(self.logits(variables['params'], x), x)
     return nll.mean(), {'nll': nll}
