@@ -714,8 +714,9 @@ class Run:
     # One compiled sampler per (method, shape), reused by every sample_every step.
     key = (method, tuple(shape))
     if key not in self._samplers:
-      # With the train and eval steps' XLA options: on CPU they drew Glow's 64 samples 1.75x
-      # faster (benchmarks/flow_throughput.py --sample).
+      # With the train and eval steps' XLA options: on CPU the naive PixelCNN sampled 2.15x
+      # faster, Real NVP 1.17x, the paper-width Glow 1.05x, the small Glow :cpu 0.75x
+      # (benchmarks/sampler_options.py, benchmarks/flow_throughput.py --sample).
       self._samplers[key] = jax.jit(lambda variables, rng, kw: self.model.apply(
           variables, rng, shape, temperature=sc.temperature, method=method, **kw),
           compiler_options=compiler_options(self.mesh))
