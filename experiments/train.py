@@ -269,7 +269,7 @@ def init_train_state(model, tx, example_batch: dict, seed: int, mesh: Mesh) -> T
 
   batch = {k: jnp.asarray(v) for k, v in example_batch.items()}
   lowered = jax.jit(init, out_shardings=replicated(mesh)).lower(batch)
-  return lowered.compile(init_compiler_options())(batch)
+  return lowered.compile(init_compiler_options(mesh))(batch)
 
 
 # The init runs once, so on CPU its compile dominates: XLA's backend level 1 compiles it in
@@ -279,9 +279,9 @@ def init_train_state(model, tx, example_batch: dict, seed: int, mesh: Mesh) -> T
 INIT_COMPILER_OPTIONS = {'xla_backend_optimization_level': 1}
 
 
-def init_compiler_options() -> dict | None:
-  """XLA options for the one-off init: INIT_COMPILER_OPTIONS on CPU, defaults elsewhere."""
-  return dict(INIT_COMPILER_OPTIONS) if jax.default_backend() == 'cpu' else None
+def init_compiler_options(mesh: Mesh) -> dict | None:
+  """XLA options for the one-off init: INIT_COMPILER_OPTIONS on CPU meshes, defaults elsewhere."""
+  return dict(INIT_COMPILER_OPTIONS) if _on_cpu(mesh) else None
 
 
 def _batch_metrics(metrics: dict, num_dims: int) -> dict:
@@ -448,7 +448,11 @@ CPU_COMPILER_OPTIONS = {
 
 def compiler_options(mesh: Mesh) -> dict | None:
   """CPU_COMPILER_OPTIONS on CPU meshes; None (XLA's defaults) on GPU and TPU."""
-  return CPU_COMPILER_OPTIONS if mesh.devices.flat[0].platform == 'cpu' else None
+  return CPU_COMPILER_OPTIONS if _on_cpu(mesh) else None
+
+
+def _on_cpu(mesh: Mesh) -> bool:
+  return mesh.devices.flat[0].platform == 'cpu'
 
 
 def make_eval_step(model, mesh: Mesh, seed: int):
