@@ -82,9 +82,21 @@ def lstm_update(z, c_prev):
 
 
 def conv1d_same(h, kernel):
-  """h [B, N, Cin], kernel [k, Cin, Cout] (k odd): a same-padded 1-D convolution."""
-  return jax.lax.conv_general_dilated(h, kernel, (1,), 'SAME',
-                                      dimension_numbers=('NWC', 'WIO', 'NWC'))
+  """h [B, N, Cin], kernel [k, Cin, Cout] (k odd): a same-padded 1-D convolution
+  (cross-correlation, as lax.conv_general_dilated's 'SAME'), computed as one matmul of the
+  k shifted copies of h concatenated along channels (im2col) with the kernel [k Cin, Cout].
+
+  Not lax.conv_general_dilated, on purpose (issue 18): the Row LSTM applies this inside its
+  nn.scan over rows, where XLA:CPU ran the convolution's gradients slowly; the matmul form
+  took the `row` config's train step from 0.64 s to 0.25 s (benchmarks.compile_time's
+  `next step`, 2026-12-06, quiet 2-core CPU), the outputs equal to float tolerance
+  (tests/test_pixelrnn.py compares them)."""
+  k, cin, cout = kernel.shape
+  pad = (k - 1) // 2
+  n = h.shape[1]
+  padded = jnp.pad(h, ((0, 0), (pad, pad), (0, 0)))
+  taps = jnp.concatenate([padded[:, j:j + n] for j in range(k)], axis=-1)
+  return taps @ kernel.reshape(k * cin, cout)
 
 
 def skew(x):
