@@ -92,6 +92,12 @@ def test_one_digit_sequences_show_one_of_the_split_digits_and_shrinking_is_block
   source = mm.Source(digits, 10, 0, spec)
   small = mm.shrink_digits(digits, 14)
   assert np.array_equal(small[1], np.rint(digits[1].reshape(14, 2, 14, 2).mean((1, 3))))
+  # Every block size gives the float32 block means the data set was first generated with.
+  many = np.random.default_rng(5).integers(0, 256, (500, 28, 28)).astype(np.uint8)
+  for size in (14, 7, 4, 2, 1):
+    f = 28 // size
+    old = many.reshape(500, size, f, size, f).astype(np.float32).mean(axis=(2, 4))
+    assert np.array_equal(mm.shrink_digits(many, size), np.rint(old).astype(np.uint8)), size
   video = source[4]['video'][..., 0]
   rng = np.random.default_rng([0, 4])
   which = rng.integers(0, 3, 1)[0]
