@@ -47,3 +47,20 @@ def test_canonical_gradient_convolution_has_jaxs_gradients(x_shape, k_shape):
   got = jax.grad(lambda x, k: jnp.sum(w * pt._conv_canonical_grad(x, k)), (0, 1))(x, k)
   for a, b in zip(ref, got, strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('k', [1, 2, 3])
+def test_conv_weight_grad_variants_are_the_kernel_gradient(k):
+  """benchmarks/conv_weight_grad.py's matmul formulations give jax.grad's kernel gradient
+  (checked against a float64 numpy sum over the definition, even and odd kernels)."""
+  from benchmarks import conv_weight_grad as cwg
+  rng = np.random.default_rng(2)
+  h = rng.standard_normal((2, 5, 6, 3))
+  g = rng.standard_normal((2, 5, 6, 4))
+  lo, hi = (k - 1) // 2, k // 2
+  hp = np.pad(h, [(0, 0), (lo, hi), (lo, hi), (0, 0)])
+  ref = np.array([[np.einsum('byxc,byxd->cd', hp[:, i:i + 5, j:j + 6], g)
+                   for j in range(k)] for i in range(k)])
+  for name, f in cwg.VARIANTS.items():
+    got = np.asarray(f(jnp.asarray(h, jnp.float32), jnp.asarray(g, jnp.float32), k))
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4, err_msg=name)
