@@ -52,6 +52,7 @@ convolutions.) Measured on the shared 2-core CPU, rough.
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import flax.linen as nn
@@ -83,8 +84,49 @@ def current_pixel_mask(kernel_size: Sequence[int], in_features: int, out_feature
   return mask
 
 
+POINTWISE_GRAD_CHUNKS = 8
+
+
+@jax.custom_vjp
+def pointwise_conv(x, w):
+  """A 1x1 convolution, [B, H, W, C] x [C, D] -> [B, H, W, D], as a matmul over channels.
+
+  Its kernel gradient is `POINTWISE_GRAD_CHUNKS` batched matmuls over chunks of whole
+  images, summed, not one matmul contracting every pixel of the batch. In the gated
+  PixelCNN train step on XLA:CPU (benchmarks/pixelcnn_throughput.py, 15 x 64, batch 32,
+  quiet 2-core CPU, 2026-12-06) that is 1.08-1.14x the step with lax's 1x1 convolutions,
+  where one matmul (no chunks, the same custom VJP) gave 0.97x and JAX's own dot transpose
+  rule 1.03x; per-image chunks measured the same as 8 but run 2-3x slower for wide layers
+  (512 x 512 at 16x16: 40 ms against 22), hence a fixed 8. The values are those of the
+  convolution up to float rounding. Reverse mode only (a custom VJP has no forward-mode
+  rule)."""
+  return _pointwise(x, w)
+
+
+def _pointwise(x, w):
+  return jax.lax.dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())))
+
+
+def _pointwise_fwd(x, w):
+  return _pointwise(x, w), (x, w)
+
+
+def _pointwise_bwd(res, dy):
+  x, w = res
+  dx = jax.lax.dot_general(dy, w, (((dy.ndim - 1,), (1,)), ((), ())))
+  n = math.gcd(x.shape[0], POINTWISE_GRAD_CHUNKS)     # chunks of whole images
+  xs = x.reshape(n, -1, x.shape[-1])
+  dys = dy.reshape(n, -1, dy.shape[-1])
+  dw = jax.lax.dot_general(xs, dys, (((1,), (1,)), ((0,), (0,)))).sum(0)
+  return dx.astype(x.dtype), dw.astype(w.dtype)
+
+
+pointwise_conv.defvjp(_pointwise_fwd, _pointwise_bwd)
+
+
 class Conv(nn.Module):
-  """A VALID convolution of an input the caller has already padded.
+  """A VALID convolution of an input the caller has already padded (a 1x1 kernel as
+  `pointwise_conv`).
 
   The full forward pass and the cached sampler both call this on their own windows, so
   both compute every activation with the same op, weights and padding values.
@@ -105,8 +147,11 @@ class Conv(nn.Module):
       mask = current_pixel_mask(self.kernel_size, x.shape[-1], self.features,
                                 self.mask_type, self.num_colors, self.gated)
       kernel = kernel * jnp.asarray(mask, kernel.dtype)
-    y = jax.lax.conv_general_dilated(x, kernel, (1, 1), 'VALID',
-                                     dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    if kh == kw == 1:
+      y = pointwise_conv(x, kernel[0, 0])
+    else:
+      y = jax.lax.conv_general_dilated(x, kernel, (1, 1), 'VALID',
+                                       dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
     if self.use_bias:
       y = y + self.param('bias', nn.initializers.zeros, (self.features,))
     return y

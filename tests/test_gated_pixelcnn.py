@@ -262,3 +262,23 @@ def test_mixture_sample_continues_from_a_given_start():
   assert jnp.array_equal(resumed, full)
   with pytest.raises(ValueError, match='multiple of'):
     sample(jax.random.key(1), init=init, start=start + 1)
+
+
+@pytest.mark.parametrize('batch', [3, 8, 12])
+def test_pointwise_conv_has_the_convolutions_values_and_gradients(batch):
+  """The 1x1 convolutions' custom VJP (a per-image batched kernel gradient) against a
+  float64 numpy computation of the 1x1 convolution and both its gradients."""
+  from autoreg.gated_pixelcnn import pointwise_conv
+  rng = np.random.default_rng(3)
+  x = rng.standard_normal((batch, 4, 5, 6))     # 1, 8 and 4 chunks of the kernel gradient
+  w = rng.standard_normal((6, 7))
+  t = rng.standard_normal((batch, 4, 5, 7))
+  y, (dx, dw) = jax.value_and_grad(lambda x, w: jnp.sum(pointwise_conv(x, w) * t), (0, 1))(
+      jnp.asarray(x, jnp.float32), jnp.asarray(w, jnp.float32))
+  np.testing.assert_allclose(y, np.sum(np.einsum('bhwc,cd->bhwd', x, w) * t), rtol=1e-5)
+  np.testing.assert_allclose(dx, np.einsum('bhwd,cd->bhwc', t, w), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(dw, np.einsum('bhwc,bhwd->cd', x, t), rtol=1e-5, atol=1e-5)
+  x32, w32 = jnp.asarray(x, jnp.float32), jnp.asarray(w, jnp.float32)
+  lax = jax.lax.conv_general_dilated(x32, w32[None, None], (1, 1), 'VALID',
+                                     dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  np.testing.assert_allclose(pointwise_conv(x32, w32), lax, rtol=1e-5, atol=1e-5)
