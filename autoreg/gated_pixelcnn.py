@@ -97,9 +97,11 @@ def pointwise_conv(x, w):
   quiet 2-core CPU, 2026-12-06) that is 1.08-1.14x the step with lax's 1x1 convolutions,
   where one matmul (no chunks, the same custom VJP) gave 0.97x and JAX's own dot transpose
   rule 1.03x; per-image chunks measured the same as 8 but run 2-3x slower for wide layers
-  (512 x 512 at 16x16: 40 ms against 22), hence a fixed 8. The values are those of the
-  convolution up to float rounding. Reverse mode only (a custom VJP has no forward-mode
-  rule)."""
+  (512 x 512 at 16x16: 40 ms against 22), hence a fixed 8. Glow's 512 x 512 1x1s (scanned
+  steps, batch 16) ran slower with it (train step 17.64 -> 13.96 images/s, PyTorch 22.32
+  and 20.71 in the same runs), so the flows keep a plain matmul (flows.bijectors.Conv).
+  The values are those of the convolution up to float rounding. Reverse mode only (a
+  custom VJP has no forward-mode rule)."""
   return _pointwise(x, w)
 
 
