@@ -31,6 +31,7 @@ DEFAULT_CONFIGS = (
     'configs/gated_pixelcnn_mnist.py',
     'configs/gated_pixelcnn_binarized_mnist.py',
     'configs/pixelrnn_binarized_mnist.py',
+    'configs/pixelrnn_binarized_mnist.py:row',
     'configs/nice_mnist.py',
     'configs/realnvp_mnist.py:cpu',
     'configs/realnvp_mnist.py',
