@@ -59,13 +59,9 @@ DEFAULT_SHAPES = ['64,32,32,64,64,3', '64,32,32,64,64,1', '16,16,16,2,512,3',
 QUICK_SHAPES = ['2,8,8,4,5,3', '2,8,8,4,5,1']
 
 
-def _pads(k):
-  return [((k - 1) // 2, k // 2)] * 2
-
-
 def _patches(h, k):
   """The k*k shifted slices of the SAME-padded input, [B, H, W, C] each, tap-major."""
-  hp = jnp.pad(h, [(0, 0)] + _pads(k) + [(0, 0)])
+  hp = jnp.pad(h, [(0, 0)] + fb._same_padding((k, k)) + [(0, 0)])
   height, width = h.shape[1:3]
   return [hp[:, i:i + height, j:j + width, :] for i in range(k) for j in range(k)]
 

@@ -41,14 +41,15 @@ ratio (jax / torch, the reference thread count).
     fastmath   xla_cpu_enable_fast_math
   standalone reimplementations of the network (the model's parameter tree; their logits
   are asserted equal to the model's), with the convolutions written differently:
-    conv     lax.conv_general_dilated everywhere, as the model (checks the reimplementation)
+    conv     lax.conv_general_dilated everywhere, the model before its 1x1s became
+             `pointwise_conv` (2026-12-06)
     dot1x1   1x1 convolutions as dot_general, the others as lax convolutions
     im2col   k x k convolutions as shifted slices concatenated + one dot_general; 1x1 as dot
     taps     k x k convolutions as a sum of one dot_general per kernel tap; 1x1 as dot
     fused    im2col, with the horizontal taps and the vertical-to-horizontal 1x1 in one
              matmul and the skip and residual 1x1s in one matmul
-    chunkdw  lax convolutions for k x k; 1x1 as dot_general with a custom VJP whose weight
-             gradient is 8 batched matmuls summed
+    chunkdw  lax convolutions for k x k; 1x1 as the model's `pointwise_conv` (a custom
+             VJP whose weight gradient is 8 batched matmuls summed): the model's program
     canon    lax convolutions everywhere, differentiated through a custom VJP whose input
              and weight gradients are canonical NHWC/HWIO convolutions (Glow's and Real
              NVP's fb.conv_same_canonical_grad, for VALID windows)
@@ -82,7 +83,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from autoreg import likelihood
-from autoreg.gated_pixelcnn import GatedPixelCNN, current_pixel_mask
+from autoreg.gated_pixelcnn import GatedPixelCNN, current_pixel_mask, pointwise_conv
 from autoreg.pixelcnn import to_network_input
 from benchmarks import common
 from configs import pixelcnn_mnist
@@ -154,32 +155,6 @@ def _patches(x, kh: int, kw: int):
   return [x[:, i:i + h, j:j + w, :] for i in range(kh) for j in range(kw)]
 
 
-@jax.custom_vjp
-def _dot_chunked_dw(x, w):
-  """_dot, whose weight gradient sums CHUNKS batched matmuls instead of one matmul that
-  contracts over every pixel of the batch (a long contraction that XLA:CPU runs slowly)."""
-  return _dot(x, w)
-
-
-CHUNKS = 8
-
-
-def _dot_chunked_fwd(x, w):
-  return _dot(x, w), (x, w)
-
-
-def _dot_chunked_bwd(res, dy):
-  x, w = res
-  dx = jax.lax.dot_general(dy, w, (((dy.ndim - 1,), (1,)), ((), ())))
-  n = CHUNKS if x.size // x.shape[-1] % CHUNKS == 0 else 1
-  xs, dys = x.reshape(n, -1, x.shape[-1]), dy.reshape(n, -1, dy.shape[-1])
-  dw = jax.lax.dot_general(xs, dys, (((1,), (1,)), ((0,), (0,)))).sum(0)
-  return dx, dw
-
-
-_dot_chunked_dw.defvjp(_dot_chunked_fwd, _dot_chunked_bwd)
-
-
 _DIMS = ('NHWC', 'HWIO', 'NHWC')
 
 
@@ -217,7 +192,7 @@ def conv(x, kernel, how: str, how_1x1: str):
   if kh == kw == 1 and how_1x1 == 'dot':
     return _dot(x, kernel[0, 0])
   if kh == kw == 1 and how_1x1 == 'chunkdw':
-    return _dot_chunked_dw(x, kernel[0, 0])
+    return pointwise_conv(x, kernel[0, 0])
   if how == 'canon':
     return _conv_canonical_grad(x, kernel)
   if how == 'lax' or (kh == kw == 1):

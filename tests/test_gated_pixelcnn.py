@@ -266,7 +266,7 @@ def test_mixture_sample_continues_from_a_given_start():
 
 @pytest.mark.parametrize('batch', [3, 8, 12])
 def test_pointwise_conv_has_the_convolutions_values_and_gradients(batch):
-  """The 1x1 convolutions' custom VJP (a per-image batched kernel gradient) against a
+  """The 1x1 convolutions' custom VJP (a kernel gradient summed over chunks of images) against a
   float64 numpy computation of the 1x1 convolution and both its gradients."""
   from autoreg.gated_pixelcnn import pointwise_conv
   rng = np.random.default_rng(3)
