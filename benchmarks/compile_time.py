@@ -3,6 +3,7 @@ lower, compile and first run, each timed on its own.
 
   python -m benchmarks.compile_time                       # the default list below
   python -m benchmarks.compile_time configs/glow_mnist.py:cpu configs/realnvp_mnist.py
+  python -m benchmarks.compile_time --rerun ...           # and a rerun from the cache
 
 Each config runs in a fresh subprocess (so no compilation cache is shared between them and
 the figures are what a user's first `experiments.main` pays), on the data of $DGM_DATA_DIR.
@@ -15,6 +16,11 @@ mistaken for start-up cost (a first step many times the next one is), nor a step
 regressed for compute (the VPN's scanned ConvLSTM ran its step 20x slower, 18 s, and read
 as an 18 s "first step"). The table, the load average and a closing JSON line are printed;
 run it on a quiet machine, one benchmark at a time.
+
+--rerun gives each config a fresh persistent compilation cache (experiments.
+compilation_cache, which experiments.main turns on): the first child fills it, a second
+child runs the same config again and reads its programs back, the start-up a resumed or
+repeated run pays ('rerun compile', 'rerun total').
 """
 from __future__ import annotations
 
@@ -44,11 +50,13 @@ DEFAULT_CONFIGS = (
 PHASES = ('setup', 'trace', 'lower', 'compile', 'first step')
 
 
-def measure(config_arg: str) -> dict:
-  """The phases of one config, in this process."""
+def measure(config_arg: str, cache_dir: str | None = None) -> dict:
+  """The phases of one config, in this process (with a compilation cache in cache_dir)."""
   import jax  # pylint: disable=g-import-not-at-top
 
-  from experiments import launch, train  # pylint: disable=g-import-not-at-top
+  from experiments import compilation_cache, launch, train  # pylint: disable=g-import-not-at-top
+  if cache_dir is not None:
+    assert compilation_cache.enable(cache_dir) == cache_dir
   module, arg, _ = launch.load_config_module(config_arg)
   config = module.get_config(arg)
   out = {}
@@ -90,30 +98,51 @@ def measure(config_arg: str) -> dict:
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('configs', nargs='*', default=list(DEFAULT_CONFIGS))
+  parser.add_argument('--rerun', action='store_true',
+                      help='Also time a second run that reads the compilation cache.')
   parser.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
+  parser.add_argument('--cache_dir', default=None, help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.child:
-    print(json.dumps(measure(args.configs[0])))
+    print(json.dumps(measure(args.configs[0], args.cache_dir)))
     return
   from benchmarks import common  # pylint: disable=g-import-not-at-top
   print(f'load before: {common.loadavg()}; {common.machine()}', flush=True)
   usage, children = common.CpuUsage(), os.times()
   rows, results = [], {}
-  for config_arg in args.configs:
+  env = {k: v for k, v in os.environ.items() if k != 'JAX_COMPILATION_CACHE_DIR'}
+
+  def child(config_arg, cache_dir):
+    extra = ['--cache_dir', cache_dir] if cache_dir else []
     proc = subprocess.run([sys.executable, '-m', 'benchmarks.compile_time', '--child',
-                           config_arg], capture_output=True, text=True, check=False)
+                           *extra, config_arg], capture_output=True, text=True, check=False,
+                          env=env)
     lines = [line for line in proc.stdout.splitlines() if line.startswith('{')]
     if proc.returncode or not lines:
       print(f'{config_arg}: failed ({proc.returncode}):\n{proc.stderr[-2000:]}', flush=True)
-      results[config_arg] = {'error': proc.stderr[-500:]}
-      continue
-    r = json.loads(lines[-1])
+      return {'error': proc.stderr[-500:]}
+    return json.loads(lines[-1])
+
+  rerun_cols = ('rerun compile s', 'rerun total s') if args.rerun else ()
+  for config_arg in args.configs:
+    with tempfile.TemporaryDirectory() as cache_dir:
+      r = child(config_arg, cache_dir if args.rerun else None)
+      if 'error' not in r and args.rerun:
+        again = child(config_arg, cache_dir)
+        r['rerun'] = again
     results[config_arg] = r
+    if 'error' in r:
+      continue
+    extra = ()
+    if args.rerun:
+      again = r['rerun']
+      extra = (('failed', 'failed') if 'error' in again else
+               (f"{again['compile']:.2f}", f"{again['total']:.1f}"))
     rows.append((config_arg, f"{r['parameters']:,}", *(f'{r[p]:.2f}' for p in PHASES),
-                 f"{r['total']:.1f}", f"{r['next step']:.2f}", f"{r['hlo_ops']:,}"))
+                 f"{r['total']:.1f}", f"{r['next step']:.2f}", f"{r['hlo_ops']:,}", *extra))
     print(f'{config_arg}: total {r["total"]:.1f} s', flush=True)
   common.print_table(rows, ('config', 'params', *(f'{p} s' for p in PHASES), 'total s',
-                            'next step s', 'HLO lines'))
+                            'next step s', 'HLO lines', *rerun_cols))
   # The children's CPU is this benchmark's own: take it out of "other processes".
   end = os.times()
   wall = time.perf_counter() - usage._start[0] if usage._start else float('nan')  # pylint: disable=protected-access

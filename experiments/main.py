@@ -75,6 +75,11 @@ _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None,
                                       'Multi-process: how many processes join the run.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None,
                                    'Multi-process: this process\'s index, 0 .. num_processes-1.')
+_COMPILATION_CACHE = flags.DEFINE_string(
+    'compilation_cache', None,
+    'Folder of JAX\'s persistent compilation cache, so a resumed or repeated run reads its '
+    'compiled programs back instead of compiling them again (default $DGM_COMPILATION_CACHE, '
+    'else ~/.cache/dgm/jax_compilation); none turns it off.')
 _VERBOSE = flags.DEFINE_bool('verbose', False,
                              'Print the traceback of user errors too (also: DGM_VERBOSE=1).')
 flags.mark_flags_as_required(['config', 'workdir'])
@@ -220,8 +225,10 @@ def main(argv):
           f'{type(e).__name__}: {e}', e)
   import jax  # after flag parsing, so --help is fast
 
-  from experiments import train  # pylint: disable=g-import-not-at-top
+  from experiments import compilation_cache, train  # pylint: disable=g-import-not-at-top
   from experiments import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  cache_dir = compilation_cache.enable(_COMPILATION_CACHE.value)
+  logging.info('Compilation cache: %s', cache_dir or 'off')
   try:
     explicit = (_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     if any(v is not None for v in explicit) and None in explicit:

@@ -6,6 +6,10 @@ import sys
 # device 0. Must be set before jax is imported anywhere.
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
 
+# experiments.main turns JAX's persistent compilation cache on; the suite's subprocesses
+# leave the user's ~/.cache alone (the cache's own test names a folder of its own).
+os.environ.setdefault('DGM_COMPILATION_CACHE', 'none')
+
 import pytest  # pylint: disable=g-import-not-at-top
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

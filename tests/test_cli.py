@@ -149,3 +149,45 @@ def test_run_saved_on_8_devices_loads_on_1(tmp_path):
                      text=True, timeout=120)
   assert r.returncode == 0, r.stderr[-3000:]
   assert r.stdout.split() == ['5', '1']
+
+
+def test_compilation_cache_rerun_reads_the_compiled_step_back(tmp_path):
+  """--compilation_cache: the first run writes its compiled programs, a rerun of the same
+  config reads the train step back (JAX's debug log says so) and trains to the same numbers;
+  a folder that cannot be made only turns the cache off, with a warning naming it."""
+  cache = str(tmp_path / 'cache')
+  env = _env(JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0', JAX_LOGGING_LEVEL='DEBUG')
+  env.pop('JAX_COMPILATION_CACHE_DIR', None)
+  args = (TINY, '--config.train.num_steps=4', '--config.train.sample_at_end=False',
+          f'--compilation_cache={cache}')
+  results = []
+  for name in ('first', 'rerun'):
+    r = _cli(*args, f'--workdir={tmp_path / name}', env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    results.append((json.loads(r.stdout.strip().splitlines()[-1]), r.stderr))
+  assert any(f.startswith('jit_window_step-') for f in os.listdir(cache))
+  assert "cache hit for 'jit_window_step'" not in results[0][1]
+  assert "cache hit for 'jit_window_step'" in results[1][1]
+  assert results[1][0]['nll'] == results[0][0]['nll']
+
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('not a folder')
+  r = _cli(TINY, '--config.train.num_steps=2', '--config.train.sample_at_end=False',
+           f'--compilation_cache={blocker}/cache', f'--workdir={tmp_path / "third"}')
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert 'Compilation cache off: cannot use' in r.stderr and str(blocker) in r.stderr
+
+
+def test_compilation_cache_enable_off_and_default(monkeypatch, tmp_path):
+  import jax
+
+  from experiments import compilation_cache
+  assert not jax.config.jax_compilation_cache_dir   # the suite runs without one
+  for off in ('', 'none', 'None', 'off'):
+    assert compilation_cache.enable(off) is None
+  assert not jax.config.jax_compilation_cache_dir
+  monkeypatch.delenv('DGM_COMPILATION_CACHE', raising=False)
+  monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path))
+  assert compilation_cache.default_dir() == str(tmp_path / 'dgm' / 'jax_compilation')
+  monkeypatch.setenv('DGM_COMPILATION_CACHE', '/somewhere')
+  assert compilation_cache.default_dir() == '/somewhere'
