@@ -113,10 +113,10 @@ def main() -> None:
   env = {k: v for k, v in os.environ.items() if k != 'JAX_COMPILATION_CACHE_DIR'}
 
   def child(config_arg, cache_dir):
-    extra = ['--cache_dir', cache_dir] if cache_dir else []
+    cache_args = ['--cache_dir', cache_dir] if cache_dir else []
     proc = subprocess.run([sys.executable, '-m', 'benchmarks.compile_time', '--child',
-                           *extra, config_arg], capture_output=True, text=True, check=False,
-                          env=env)
+                           *cache_args, config_arg], capture_output=True, text=True,
+                          check=False, env=env)
     lines = [line for line in proc.stdout.splitlines() if line.startswith('{')]
     if proc.returncode or not lines:
       print(f'{config_arg}: failed ({proc.returncode}):\n{proc.stderr[-2000:]}', flush=True)
@@ -125,11 +125,13 @@ def main() -> None:
 
   rerun_cols = ('rerun compile s', 'rerun total s') if args.rerun else ()
   for config_arg in args.configs:
-    with tempfile.TemporaryDirectory() as cache_dir:
-      r = child(config_arg, cache_dir if args.rerun else None)
-      if 'error' not in r and args.rerun:
-        again = child(config_arg, cache_dir)
-        r['rerun'] = again
+    if args.rerun:
+      with tempfile.TemporaryDirectory() as cache_dir:
+        r = child(config_arg, cache_dir)
+        if 'error' not in r:
+          r['rerun'] = child(config_arg, cache_dir)
+    else:
+      r = child(config_arg, None)
     results[config_arg] = r
     if 'error' in r:
       continue

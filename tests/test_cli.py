@@ -170,6 +170,13 @@ def test_compilation_cache_rerun_reads_the_compiled_step_back(tmp_path):
   assert "cache hit for 'jit_window_step'" in results[1][1]
   assert results[1][0]['nll'] == results[0][0]['nll']
 
+  # Corrupt entries (a truncated write, a disk error) are compiled again, not trusted.
+  for f in os.listdir(cache):
+    (tmp_path / 'cache' / f).write_bytes(b'not a compiled program')
+  r = _cli(*args, f'--workdir={tmp_path / "corrupt"}', env=env)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert json.loads(r.stdout.strip().splitlines()[-1])['nll'] == results[0][0]['nll']
+
   blocker = tmp_path / 'a_file'
   blocker.write_text('not a folder')
   r = _cli(TINY, '--config.train.num_steps=2', '--config.train.sample_at_end=False',
