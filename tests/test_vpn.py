@@ -45,6 +45,21 @@ def test_a_sequence_is_a_pure_function_of_seed_and_index():
   assert a[0]['video'].shape == (6, 40, 40, 1) and a[0]['video'].dtype == np.uint8
 
 
+@pytest.mark.parametrize('spec', [mm.Spec(frame_size=40, num_frames=6),
+                                  mm.Spec(frame_size=16, digit_size=7, num_digits=3,
+                                          num_frames=30)])
+def test_generate_renders_the_same_sequences_as_one_by_one_access(spec):
+  # generate() draws, moves and pastes whole chunks of sequences at once; the evaluation
+  # split is made by it and training batches one by one, so the two must agree pixel for
+  # pixel (3 small digits in a small frame overlap and bounce often; 30 frames bounce).
+  source = mm.Source(_digits(7), 1000, 2, spec, indices=range(100, 161))
+  want = np.stack([source[k]['video'] for k in range(len(source))])
+  got = source.generate(chunk=16)
+  assert got.shape == want.shape and got.dtype == np.uint8
+  assert np.array_equal(got, want)
+  assert (want.max(axis=(2, 3, 4)) > 0).all()
+
+
 def test_digits_move_with_constant_velocity_and_bounce_off_the_edges():
   spec = mm.Spec(frame_size=64, num_frames=200)
   path = mm.trajectories(np.random.default_rng(0), spec)      # [D, T, 2] corners
