@@ -6,11 +6,14 @@ import sys
 # device 0. Must be set before jax is imported anywhere.
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
 
-# experiments.main turns JAX's persistent compilation cache on; the suite's subprocesses
-# leave the user's ~/.cache alone (the cache's own test names a folder of its own).
-os.environ.setdefault('DGM_COMPILATION_CACHE', 'none')
-
+# experiments.main turns JAX's persistent compilation cache on. The suite leaves the user's
+# ~/.cache alone: the controller makes one folder for the session (pytest_configure below),
+# shared by the xdist workers, their in-process compiles and their subprocesses, so a
+# program compiled once (the tiny configs' train steps, every resumed subprocess's) is read
+# back after; it is deleted at the end. DGM_TEST_COMPILATION_CACHE=none runs without it.
 import pytest  # pylint: disable=g-import-not-at-top
+
+CACHE_ENV = 'DGM_TEST_COMPILATION_CACHE'
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
@@ -85,7 +88,29 @@ def data_dir():
 
 
 def pytest_configure(config):
-  del config
   import jax  # pylint: disable=g-import-not-at-top
   # Tests run tiny models, where XLA's optimization passes cost more than they save.
   jax.config.update('jax_disable_most_optimizations', True)
+  if not hasattr(config, 'workerinput') and CACHE_ENV not in os.environ:
+    # The controller (or a run without xdist), before any worker starts: they inherit it.
+    import tempfile  # pylint: disable=g-import-not-at-top
+    os.environ[CACHE_ENV] = tempfile.mkdtemp(prefix='dgm-test-jax-cache-')
+    config.dgm_own_cache = os.environ[CACHE_ENV]
+  cache = os.environ[CACHE_ENV]
+  if cache.strip().lower() in ('', 'none', 'off'):
+    os.environ['DGM_COMPILATION_CACHE'] = 'none'
+    return
+  # Every program, however quick its compile (the tiny models' take well under JAX's 1 s
+  # default threshold); entries are compressed, so a half-written one fails to decompress
+  # and is compiled again with a warning.
+  os.environ['DGM_COMPILATION_CACHE'] = cache
+  os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+  jax.config.update('jax_compilation_cache_dir', cache)
+
+
+def pytest_unconfigure(config):
+  own = getattr(config, 'dgm_own_cache', None)
+  if own:
+    import shutil  # pylint: disable=g-import-not-at-top
+    shutil.rmtree(own, ignore_errors=True)

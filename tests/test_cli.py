@@ -189,10 +189,19 @@ def test_compilation_cache_enable_off_and_default(monkeypatch, tmp_path):
   import jax
 
   from experiments import compilation_cache
-  assert not jax.config.jax_compilation_cache_dir   # the suite runs without one
-  for off in ('', 'none', 'None', 'off'):
-    assert compilation_cache.enable(off) is None
-  assert not jax.config.jax_compilation_cache_dir
+  # The suite's own cache folder (tests/conftest.py), if any, is set through jax's option,
+  # which enable() keeps whatever it is asked.
+  suite_cache = jax.config.jax_compilation_cache_dir
+  if suite_cache:
+    assert compilation_cache.enable('none') == suite_cache
+    assert compilation_cache.enable(str(tmp_path / 'other')) == suite_cache
+  jax.config.update('jax_compilation_cache_dir', '')
+  try:
+    for off in ('', 'none', 'None', 'off'):
+      assert compilation_cache.enable(off) is None
+    assert not jax.config.jax_compilation_cache_dir
+  finally:
+    jax.config.update('jax_compilation_cache_dir', suite_cache)
   monkeypatch.delenv('DGM_COMPILATION_CACHE', raising=False)
   monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path))
   assert compilation_cache.default_dir() == str(tmp_path / 'dgm' / 'jax_compilation')
