@@ -108,19 +108,13 @@ def _paths(pos: np.ndarray, theta: np.ndarray, spec: Spec) -> np.ndarray:
 
 def render(digits: np.ndarray, corners: np.ndarray, spec: Spec) -> np.ndarray:
   """uint8 [num_frames, H, W, 1] frames of the digits [D, s, s] at corners [D, T, 2]."""
-  s, size = spec.digit_size, spec.frame_size
-  frames = np.zeros((spec.num_frames, size, size), np.uint8)
-  for digit, path in zip(digits, corners, strict=True):
-    for t, (y, x) in enumerate(path):
-      window = frames[t, y:y + s, x:x + s]
-      np.maximum(window, digit, out=window)
-  return frames[..., None]
+  return _render_many(digits[None], corners[None], spec)[0]
 
 
 def _render_many(digits: np.ndarray, corners: np.ndarray, spec: Spec) -> np.ndarray:
   """uint8 [N, T, H, W, 1]: render() of N sequences at once, digits [N, D, s, s] at corners
-  [N, D, T, 2]. One paste per digit slot over all N x T frames (a slot's windows lie in
-  different frames, and the max is the same in any order), the same pixels as render()."""
+  [N, D, T, 2], pasted with an elementwise max: one paste per digit slot over all N x T
+  frames (a slot's windows lie in different frames, and the max is the same in any order)."""
   s, size = spec.digit_size, spec.frame_size
   n, t = len(digits), spec.num_frames
   frames = np.zeros((n, t, size, size), np.uint8)
@@ -137,9 +131,16 @@ def _render_many(digits: np.ndarray, corners: np.ndarray, spec: Spec) -> np.ndar
 
 def sequence(digits: np.ndarray, index: int, seed: int, spec: Spec) -> np.ndarray:
   """Sequence `index` of the source (seed, digits): uint8 [T, H, W, 1]."""
+  which, pos, theta = _draws(len(digits), index, seed, spec)
+  return render(digits[which], _paths(pos[None], theta[None], spec)[0], spec)
+
+
+def _draws(num_images: int, index: int, seed: int, spec: Spec):
+  """Sequence `index`'s random choices: its digits (indices [D] into the split's images),
+  then its trajectories' start (_start)."""
   rng = np.random.default_rng([seed, index])
-  which = rng.integers(0, len(digits), spec.num_digits)
-  return render(digits[which], trajectories(rng, spec), spec)
+  which = rng.integers(0, num_images, spec.num_digits)
+  return (which, *_start(rng, spec))
 
 
 class Source:
@@ -172,10 +173,8 @@ class Source:
       ks = range(a, min(a + chunk, len(self)))
       which = np.empty((len(ks), d), np.int64)
       pos, theta = np.empty((len(ks), d, 2)), np.empty((len(ks), d))
-      for j, k in enumerate(ks):   # the draws of sequence(): digits, then the start
-        rng = np.random.default_rng([self.seed, self.indices[k]])
-        which[j] = rng.integers(0, len(self.digits), d)
-        pos[j], theta[j] = _start(rng, spec)
+      for j, k in enumerate(ks):
+        which[j], pos[j], theta[j] = _draws(len(self.digits), self.indices[k], self.seed, spec)
       out[a:a + len(ks)] = _render_many(self.digits[which], _paths(pos, theta, spec), spec)
     return out
 

@@ -96,8 +96,9 @@ def pytest_configure(config):
     import tempfile  # pylint: disable=g-import-not-at-top
     os.environ[CACHE_ENV] = tempfile.mkdtemp(prefix='dgm-test-jax-cache-')
     config.dgm_own_cache = os.environ[CACHE_ENV]
+  from experiments import compilation_cache  # pylint: disable=g-import-not-at-top
   cache = os.environ[CACHE_ENV]
-  if cache.strip().lower() in ('', 'none', 'off'):
+  if cache.strip().lower() in compilation_cache.OFF:
     os.environ['DGM_COMPILATION_CACHE'] = 'none'
     return
   # Every program, however quick its compile (the tiny models' take well under JAX's 1 s
@@ -106,7 +107,7 @@ def pytest_configure(config):
   os.environ['DGM_COMPILATION_CACHE'] = cache
   os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
-  jax.config.update('jax_compilation_cache_dir', cache)
+  compilation_cache.enable(cache)
 
 
 def pytest_unconfigure(config):
