@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import re
 import shutil
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 import orbax.checkpoint as ocp
 
@@ -87,6 +89,46 @@ def continue_schedule(opt_state, step):
       return type(node)(*(fix(n) for n in node))
     return node
   return fix(opt_state)
+
+
+def flat_layout_plan(saved: dict[str, tuple], target: dict[str, tuple]
+                     ) -> dict[str, list[str]] | None:
+  """How a target optimizer state of flat moments (optax.flatten: one 1-D vector where
+  the old layout had a tree shaped like the parameters) is made from a saved one of
+  per-array moments: target leaf path -> the saved leaf paths it concatenates, in order
+  (one path where the leaf is kept as it is). `saved` and `target` map leaf path -> shape,
+  in jax's tree order (which flattens a moment tree in the parameters' own order, the order
+  optax.flatten concatenates them in). None where `saved` is not that layout."""
+  plan, used = {}, set()
+  for path, shape in target.items():
+    if path in saved and tuple(saved[path]) == tuple(shape):
+      plan[path] = [path]
+    else:
+      parts = [p for p in saved if p.startswith(path + '/')]
+      size = sum(math.prod(saved[p]) for p in parts)
+      if len(shape) != 1 or not parts or size != shape[0]:
+        return None
+      plan[path] = parts
+    used.update(plan[path])
+  return plan if used == set(saved) and len(used) == sum(map(len, plan.values())) else None
+
+
+def apply_flat_layout(plan: dict[str, list[str]], saved_tree, target_tree):
+  """`target_tree`'s structure filled from `saved_tree`'s leaves by `plan`, each leaf
+  with the target leaf's dtype (and sharding, where the target has one)."""
+  src = {'/'.join(_key_name(k) for k in path): leaf
+         for path, leaf in jax.tree_util.tree_flatten_with_path(saved_tree)[0]}
+  flat, treedef = jax.tree_util.tree_flatten_with_path(target_tree)
+  leaves = []
+  for path, leaf in flat:
+    parts = plan['/'.join(_key_name(k) for k in path)]
+    value = (jnp.asarray(src[parts[0]]) if len(parts) == 1 and parts[0] in src and
+             tuple(src[parts[0]].shape) == tuple(leaf.shape) else
+             jnp.concatenate([jnp.ravel(jnp.asarray(src[p])) for p in parts]))
+    value = value.astype(leaf.dtype)
+    sharding = getattr(leaf, 'sharding', None)
+    leaves.append(jax.device_put(value, sharding) if sharding is not None else value)
+  return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
 def _corrupt_detail(e: BaseException) -> str:
@@ -160,6 +202,7 @@ class Checkpointer:
                                           item_handlers=item_handlers())
     self._closed = False
     self.optimizer_was_reset = False
+    self.optimizer_was_flattened = False
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -215,7 +258,13 @@ class Checkpointer:
           f'{str(e)[:300]})') from e
     self._check_shapes(saved, target_state, step_dir)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target_state)
-    opt_differs = saved_opt != _leaf_paths(target_state.opt_state)
+    target_opt = _leaf_paths(target_state.opt_state)
+    opt_differs = saved_opt != target_opt
+    # A checkpoint written before the optimizer state was flattened (its moments one array
+    # per parameter): restore it as saved and concatenate the moments.
+    flat_plan = flat_layout_plan(saved_opt, target_opt) if opt_differs else None
+    self.optimizer_was_flattened = flat_plan is not None
+    opt_differs = opt_differs and flat_plan is None
     # --reset_optimizer acts only where the structure changed: left in a launch script, it
     # does not zero the moments again at every later resume.
     reset_optimizer = reset_optimizer and opt_differs
@@ -230,7 +279,7 @@ class Checkpointer:
           '--reset_optimizer to restore the parameters, EMA, step and data position and '
           'start the optimizer afresh (Adam moments zero; the learning-rate schedule '
           'continues at the checkpoint\'s step).')
-    if reset_optimizer:
+    if reset_optimizer or flat_plan is not None:
       sharding = jax.tree.leaves(abstract.params)[0].sharding
       abstract = abstract.replace(opt_state=jax.tree.map(
           lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
@@ -256,6 +305,9 @@ class Checkpointer:
       state = target_state.replace(**state)
     if reset_optimizer:
       state = state.replace(opt_state=continue_schedule(target_state.opt_state, state.step))
+    elif flat_plan is not None:
+      state = state.replace(opt_state=apply_flat_layout(flat_plan, state.opt_state,
+                                                        target_state.opt_state))
     return state, dict(restored['data'] or {})
 
   def restore_latest(self, target_state, move_aside: bool = True,

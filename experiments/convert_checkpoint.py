@@ -8,8 +8,9 @@ The model's module provides `unrolled_to_scanned(variables) -> variables`, which
 dict of collections ({'params': ..., 'batch_stats': ..., 'constants': ...}) in the old
 layout to the new one (and works on {'params': tree} alone). It is applied to the
 parameters, the EMA parameters, every optimizer-state subtree shaped like the parameters
-(Adam's moments) and the non-parameter collections; scalars (step, counts, RNG) and the
-data position are copied. The result must fill the current model's train state exactly
+(Adam's moments, concatenated into one vector each where the current optimizer keeps them
+flat) and the non-parameter collections; scalars (step, counts, RNG) and the data position
+are copied. The result must fill the current model's train state exactly
 (every leaf, every shape), else nothing is written. The old workdir is only read; the new
 one gets its config, history, metrics and samples copied and the converted latest
 checkpoint at the same step. A workdir already in the current layout is refused.
@@ -83,10 +84,16 @@ def fill(target, converted: dict):
   leaves, missing, wrong = [], [], []
   for path, leaf in flat:
     name = '/'.join(_key_name(k) for k in path)
-    if name not in src:
+    # Flat optimizer moments (optax.flatten) from the old run's per-array ones, in the
+    # parameters' tree order (the order of `src`, which follows the old tree).
+    parts = [p for p in src if p.startswith(name + '/')] if name not in src else []
+    if parts and len(leaf.shape) == 1:
+      value = np.concatenate([np.ravel(src[p]) for p in parts])
+    elif name not in src:
       missing.append(name)
       continue
-    value = np.asarray(src[name])
+    else:
+      value = np.asarray(src[name])
     if value.shape != tuple(leaf.shape):
       wrong.append(f'{name}: converted {value.shape}, model {tuple(leaf.shape)}')
     leaves.append(value.astype(leaf.dtype))

@@ -253,3 +253,81 @@ def test_unknown_optimizer_key_is_a_clear_value_error():
   c.boundary = (10,)      # a typo for boundaries, made in a config file
   with pytest.raises(ValueError, match=r"Unknown config.optimizer key\(s\) \['boundary'\]"):
     train.create_optimizer(c, 100)
+
+
+def _per_array_optimizer(monkeypatch):
+  """Builds optimizers as before optax.flatten: one moment array per parameter."""
+  monkeypatch.setattr(train.optax, 'flatten', lambda tx: tx)
+
+
+def test_the_flat_optimizer_moves_the_parameters_as_the_per_array_one(monkeypatch):
+  """optax.flatten changes only the layout of the optimizer state (and the order of the
+  clipping norm's sum): 10 clipped Adam steps give the same parameters and metrics to float
+  rounding, and the moments are the per-array ones concatenated."""
+  c = _tiny()
+  c.optimizer.grad_clip_norm = 0.05    # small enough that every step is clipped
+  model = build_model(c.model_name, c.model.to_dict())
+  data = input_pipeline.create_datasets(c.data, seed=0)
+  batches = [next(data.train_iter) for _ in range(10)]
+  mesh = train.make_mesh(jax.devices()[:1])
+  results = []
+  for per_array in (False, True):
+    with monkeypatch.context() as m:
+      if per_array:
+        _per_array_optimizer(m)
+      tx, schedule = train.create_optimizer(c.optimizer, c.train.num_steps)
+    state = train.init_train_state(model, tx, batches[0], 0, mesh)
+    step = train.make_train_step(model, tx, schedule, ema_decay=0.99, num_dims=64, mesh=mesh)
+    for batch in batches:
+      state, metrics = step(state, train.to_global_batch(batch, mesh))
+      assert float(metrics['grad_norm']) > 0.05
+    results.append((jax.device_get(state), jax.device_get(metrics)))
+  (flat, m_flat), (per_array, m_per_array) = results
+  assert len(jax.tree.leaves(per_array.opt_state)) > len(jax.tree.leaves(flat.opt_state)) + 4
+  for k in ('loss', 'grad_norm', 'update_norm'):
+    np.testing.assert_allclose(m_flat[k], m_per_array[k], rtol=1e-5)
+  for tree in ('params', 'ema_params'):
+    for a, b in zip(jax.tree.leaves(getattr(flat, tree)),
+                    jax.tree.leaves(getattr(per_array, tree)), strict=True):
+      np.testing.assert_allclose(a, b, atol=1e-6)
+  adam_flat, adam_per_array = flat.opt_state[1][0], per_array.opt_state[1][0]
+  assert int(adam_flat.count) == int(adam_per_array.count) == 10
+  for moment in ('mu', 'nu'):
+    concatenated = np.concatenate([np.ravel(x) for x in
+                                   jax.tree.leaves(getattr(adam_per_array, moment))])
+    np.testing.assert_allclose(getattr(adam_flat, moment), concatenated, rtol=1e-5,
+                               atol=1e-5 * float(np.max(np.abs(concatenated))))
+
+
+def test_a_checkpoint_of_the_per_array_optimizer_resumes_as_if_never_stopped(monkeypatch,
+                                                                            tmp_path):
+  """A run checkpointed before optax.flatten (moments one array per parameter) resumes:
+  its moments are concatenated on restore, and 5 + 5 steps end where 10 steps in one go
+  do."""
+  def config():
+    c = _tiny(num_steps=10, checkpoint_every=5, sample_at_end=False)
+    c.optimizer.update(schedule='constant', warmup_steps=0)
+    return c
+
+  old = str(tmp_path / 'old')
+  with monkeypatch.context() as m:
+    _per_array_optimizer(m)
+    c = config()
+    c.train.num_steps = 5
+    train.train_and_evaluate(c, old)
+  ckpt = Checkpointer(old)
+  saved = ckpt._manager.item_metadata(5)['state']['opt_state']  # pylint: disable=protected-access
+  assert any(len(leaf.shape) == 4 for leaf in jax.tree.leaves(saved))  # conv kernels' moments
+  ckpt.close()
+  train.train_and_evaluate(config(), old)
+  straight = str(tmp_path / 'straight')
+  train.train_and_evaluate(config(), straight)
+  states = []
+  for workdir in (old, straight):
+    run = train.Run(config(), workdir, restore=True, read_only=True)
+    states.append(jax.device_get(run.state))
+    assert run.restored_step == 10
+    run.close()
+  resumed, one_go = states
+  for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(one_go), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
