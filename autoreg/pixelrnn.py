@@ -129,20 +129,39 @@ class RowLSTMStep(nn.Module):
     return (c, h), h
 
 
-class DiagonalStep(nn.Module):
-  """One column of the skewed map: the 2 x 1 state-to-state convolution (the state of the
-  same row and of the row above, in the previous column) plus the input-to-state part."""
+class DiagonalKernel(nn.Module):
+  """One direction's 2 x 1 state-to-state kernel [2, h, 4h]: [0] for the state of the row
+  above, [1] for the same row, both in the previous column of the skewed map."""
   hidden: int
 
   @nn.compact
-  def __call__(self, carry, z_is):
-    c_prev, h_prev = carry                                          # [B, H, h]
-    k_ss = self.param('kernel', nn.initializers.lecun_normal(),
+  def __call__(self):
+    return self.param('kernel', nn.initializers.lecun_normal(),
                       (2, self.hidden, 4 * self.hidden))
-    above = jnp.pad(h_prev, ((0, 0), (1, 0), (0, 0)))[:, :-1]       # row i gets row i - 1
-    z = above @ k_ss[0] + h_prev @ k_ss[1] + z_is
+
+
+def diagonal_scan(z_is, kernels):
+  """Both directions of a Diagonal BiLSTM layer in one scan over the skewed columns.
+
+  z_is [D, B, H, W', 4h]: each direction's input-to-state pre-activations on its skewed
+  map; kernels [D, 2, h, 4h] (DiagonalKernel's). Column j's state of row i is
+  lstm_update(h(i-1, j-1) K[0] + h(i, j-1) K[1] + z(i, j)); returns the states h
+  [D, B, H, W', h]. One lax.scan for the D directions (not one nn.scan each): half the
+  loops to trace and compile (issue 18)."""
+  d, b, hgt, _, _ = z_is.shape
+  hidden = kernels.shape[2]
+
+  def column(carry, z_col):                                        # z_col [D, B, H, 4h]
+    c_prev, h_prev = carry
+    above = jnp.pad(h_prev, ((0, 0), (0, 0), (1, 0), (0, 0)))[:, :, :-1]   # row i - 1
+    z = (jnp.einsum('dbhi,dio->dbho', above, kernels[:, 0]) +
+         jnp.einsum('dbhi,dio->dbho', h_prev, kernels[:, 1]) + z_col)
     c, h = lstm_update(z, c_prev)
     return (c, h), h
+
+  zeros = jnp.zeros((d, b, hgt, hidden), z_is.dtype)
+  _, h = jax.lax.scan(column, (zeros, zeros), jnp.moveaxis(z_is, 3, 0))
+  return jnp.moveaxis(h, 0, 3)
 
 
 def _scan(step_cls, axis_in: int, **kwargs):
@@ -201,9 +220,8 @@ class PixelRNN(nn.Module):
     else:
       self.input_to_state = [GateConv(h, (1, 1), c) for _ in range(self.num_layers)]
       self.mirror_input_to_state = [GateConv(h, (1, 1), c) for _ in range(self.num_layers)]
-      self.diagonals = [_scan(DiagonalStep, 2, hidden=h) for _ in range(self.num_layers)]
-      self.mirror_diagonals = [_scan(DiagonalStep, 2, hidden=h)
-                               for _ in range(self.num_layers)]
+      self.diagonals = [DiagonalKernel(h) for _ in range(self.num_layers)]
+      self.mirror_diagonals = [DiagonalKernel(h) for _ in range(self.num_layers)]
       if self.full_context:
         self.mirror_pixels = nn.Dense(4 * h, use_bias=False)
     self.residual = [MaskedConv2D(2 * h, (1, 1), 'B', c) for _ in range(self.num_layers)]
@@ -236,19 +254,15 @@ class PixelRNN(nn.Module):
     _, h = self.rows[layer]((zeros, zeros), self.input_to_state[layer](y))
     return h
 
-  def _diagonal_direction(self, z, scan, width: int):
-    b, hgt = z.shape[:2]
-    zeros = jnp.zeros((b, hgt, self.hidden), z.dtype)
-    _, h = scan((zeros, zeros), skew(z))
-    return unskew(h, width)
-
   def _diagonal_layer(self, layer, y, pixels):
     w = y.shape[2]
-    forward = self._diagonal_direction(self.input_to_state[layer](y), self.diagonals[layer], w)
-    z = self.mirror_input_to_state[layer](y[:, :, ::-1])
+    z = self.input_to_state[layer](y)
+    z_mirror = self.mirror_input_to_state[layer](y[:, :, ::-1])
     if layer == 0 and self.full_context:
-      z = z + self.mirror_pixels(pixels[:, :, ::-1])
-    mirrored = self._diagonal_direction(z, self.mirror_diagonals[layer], w)[:, :, ::-1]
+      z_mirror = z_mirror + self.mirror_pixels(pixels[:, :, ::-1])
+    h = diagonal_scan(jnp.stack([skew(z), skew(z_mirror)]),
+                      jnp.stack([self.diagonals[layer](), self.mirror_diagonals[layer]()]))
+    forward, mirrored = unskew(h[0], w), unskew(h[1], w)[:, :, ::-1]
     # The mirrored direction sees the rest of the current row: shifted down one row, each
     # pixel gets it from the row above only.
     mirrored = jnp.pad(mirrored, ((0, 0), (1, 0), (0, 0), (0, 0)))[:, :-1]

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from autoreg.pixelrnn import PixelRNN, conv1d_same, skew, unskew
+from autoreg.pixelrnn import PixelRNN, conv1d_same, diagonal_scan, skew, unskew
 
 
 def _model(arch, channels=1, layers=2, first_kernel=3, **kw):
@@ -123,6 +123,32 @@ def test_conv1d_same_is_laxs_same_convolution_and_the_float64_sum():
     want = sum(padded[:, j:j + n] @ kernel[j].astype(np.float64) for j in range(k))
     assert np.allclose(got, want, atol=1e-5), k
     assert np.allclose(got, np.asarray(lax), atol=1e-5), k
+
+
+def test_diagonal_scan_is_the_papers_column_recurrence_in_float64():
+  """Both directions in one scan (issue 18) against Sec. 3.2's recurrence written out in
+  float64, direction by direction: column j's state of row i from the states of rows i - 1
+  and i in column j - 1 (zeros before the first column and above the first row); and a
+  direction scanned alone gives the same states, so the two do not mix."""
+  rng = np.random.default_rng(0)
+  d, b, hgt, cols, hid = 2, 2, 4, 6, 3
+  z = rng.normal(size=(d, b, hgt, cols, 4 * hid)).astype(np.float32)
+  k = (0.5 * rng.normal(size=(d, 2, hid, 4 * hid))).astype(np.float32)
+  got = np.asarray(diagonal_scan(jnp.asarray(z), jnp.asarray(k)))
+  sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+  want = np.zeros((d, b, hgt, cols, hid))
+  for di in range(d):
+    c_prev, h_prev = np.zeros((b, hgt, hid)), np.zeros((b, hgt, hid))
+    for j in range(cols):
+      above = np.concatenate([np.zeros((b, 1, hid)), h_prev[:, :-1]], axis=1)
+      pre = above @ k[di, 0].astype(np.float64) + h_prev @ k[di, 1].astype(np.float64)
+      o, f, i, g = np.split(pre + z[di, :, :, j], 4, axis=-1)
+      c_prev = sig(f) * c_prev + sig(i) * np.tanh(g)
+      h_prev = sig(o) * np.tanh(c_prev)
+      want[di, :, :, j] = h_prev
+  np.testing.assert_allclose(got, want, atol=1e-5)
+  alone = np.asarray(diagonal_scan(jnp.asarray(z[1:]), jnp.asarray(k[1:])))
+  np.testing.assert_allclose(alone[0], got[1], atol=1e-6)
 
 
 def test_row_lstm_scan_body_has_no_convolution():
