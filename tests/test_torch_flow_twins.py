@@ -40,7 +40,10 @@ def test_glow_twin_has_the_same_log_density_and_inverse():
   # The check fails when the twin computes something else: one weight changed.
   with torch.no_grad():
     twin.levels[1][2].out.bias[1] += 0.5
-  x = torch.rand(4, 8, 8, 1)
+  # Seeded: over random inputs the changed bias moves the largest log-density by 0.078 to
+  # 0.381 (20 seeds), and an unseeded run once fell under the threshold (0.088); seed 0
+  # gives 0.173, and check_glow's tolerance is 1e-2.
+  x = torch.rand(4, 8, 8, 1, generator=torch.Generator().manual_seed(0))
   changed = twin.log_prob(x)
   tf.load_glow(twin, variables)
   assert torch.max(torch.abs(changed - twin.log_prob(x))) > 0.1
