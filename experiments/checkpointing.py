@@ -91,12 +91,18 @@ def continue_schedule(opt_state, step):
   return fix(opt_state)
 
 
+def flat_parts(saved_paths, path: str) -> list[str]:
+  """The saved leaf paths under `path`, in their (jax tree) order: what a flat moment
+  vector (optax.flatten) at `path` concatenates from a per-array checkpoint."""
+  return [p for p in saved_paths if p.startswith(path + '/')]
+
+
 def flat_layout_plan(saved: dict[str, tuple], target: dict[str, tuple]
                      ) -> dict[str, list[str]] | None:
   """How a target optimizer state of flat moments (optax.flatten: one 1-D vector where
   the old layout had a tree shaped like the parameters) is made from a saved one of
   per-array moments: target leaf path -> the saved leaf paths it concatenates, in order
-  (one path where the leaf is kept as it is). `saved` and `target` map leaf path -> shape,
+  ([the path itself] where the leaf is kept as it is). `saved` and `target` map leaf path -> shape,
   in jax's tree order (which flattens a moment tree in the parameters' own order, the order
   optax.flatten concatenates them in). None where `saved` is not that layout."""
   plan, used = {}, set()
@@ -104,7 +110,7 @@ def flat_layout_plan(saved: dict[str, tuple], target: dict[str, tuple]
     if path in saved and tuple(saved[path]) == tuple(shape):
       plan[path] = [path]
     else:
-      parts = [p for p in saved if p.startswith(path + '/')]
+      parts = flat_parts(saved, path)
       size = sum(math.prod(saved[p]) for p in parts)
       if len(shape) != 1 or not parts or size != shape[0]:
         return None
@@ -121,9 +127,9 @@ def apply_flat_layout(plan: dict[str, list[str]], saved_tree, target_tree):
   flat, treedef = jax.tree_util.tree_flatten_with_path(target_tree)
   leaves = []
   for path, leaf in flat:
-    parts = plan['/'.join(_key_name(k) for k in path)]
-    value = (jnp.asarray(src[parts[0]]) if len(parts) == 1 and parts[0] in src and
-             tuple(src[parts[0]].shape) == tuple(leaf.shape) else
+    name = '/'.join(_key_name(k) for k in path)
+    parts = plan[name]
+    value = (jnp.asarray(src[name]) if parts == [name] else
              jnp.concatenate([jnp.ravel(jnp.asarray(src[p])) for p in parts]))
     value = value.astype(leaf.dtype)
     sharding = getattr(leaf, 'sharding', None)

@@ -29,7 +29,7 @@ import orbax.checkpoint as ocp
 from absl import app, flags
 
 from experiments import workdir as workdir_lib
-from experiments.checkpointing import Checkpointer, _key_name, item_handlers
+from experiments.checkpointing import Checkpointer, _key_name, flat_parts, item_handlers
 from experiments.errors import UserError
 from experiments.models import MODELS
 
@@ -86,7 +86,7 @@ def fill(target, converted: dict):
     name = '/'.join(_key_name(k) for k in path)
     # Flat optimizer moments (optax.flatten) from the old run's per-array ones, in the
     # parameters' tree order (the order of `src`, which follows the old tree).
-    parts = [p for p in src if p.startswith(name + '/')] if name not in src else []
+    parts = flat_parts(src, name) if name not in src else []
     if parts and len(leaf.shape) == 1:
       value = np.concatenate([np.ravel(src[p]) for p in parts])
     elif name not in src:
