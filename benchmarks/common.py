@@ -101,3 +101,106 @@ def compare_samplers(name: str, title: str, model, params, shape, cached_label: 
         'naive_s': round(t_naive, 3), 'cached_s': round(t_cached, 4),
         'speedup': round(t_naive / t_cached, 1), 'identical': same,
         'load_before': load0, 'others_cores': round(others, 2)})
+
+
+# --------------------------------------------------------------------------- FLOP counting
+
+def _conv_flops(eqn) -> int:
+  """2 x output elements x the contraction (kernel window x its input features): padded
+  positions included, the usual convention for a convolution's FLOPs."""
+  out = eqn.outvars[0].aval.shape
+  rhs = eqn.invars[1].aval.shape
+  spec = eqn.params['dimension_numbers'].rhs_spec   # (out feature, in feature, spatial...)
+  window = 1
+  for d in spec[2:]:
+    window *= rhs[d]
+  return 2 * _prod(out) * rhs[spec[1]] * window
+
+
+def _dot_flops(eqn) -> int:
+  (lhs_contract, _), _ = eqn.params['dimension_numbers']
+  lhs = eqn.invars[0].aval.shape
+  return 2 * _prod(eqn.outvars[0].aval.shape) * _prod(lhs[d] for d in lhs_contract)
+
+
+def _prod(xs) -> int:
+  n = 1
+  for x in xs:
+    n *= int(x)
+  return n
+
+
+def _jaxprs_of(value):
+  """The sub-jaxprs one equation parameter holds (a jaxpr, a closed jaxpr, or tuples)."""
+  from jax.extend import core as jex_core  # pylint: disable=g-import-not-at-top
+  if isinstance(value, jex_core.ClosedJaxpr):
+    yield value.jaxpr
+  elif isinstance(value, jex_core.Jaxpr):
+    yield value
+  elif isinstance(value, (tuple, list)):
+    for v in value:
+      yield from _jaxprs_of(v)
+
+
+def jaxpr_matmul_flops(jaxpr) -> tuple[int, int]:
+  """(FLOPs, while loops) of the convolutions and matmuls a jaxpr runs: a scan's body
+  counts `length` times, a cond's costliest branch once, a while loop's body once (its
+  trip count is not static; the second number says how many were met, so a caller can
+  tell an exact count, 0, from a lower bound)."""
+  flops, whiles = 0, 0
+  for eqn in jaxpr.eqns:
+    name = eqn.primitive.name
+    if name == 'conv_general_dilated':
+      flops += _conv_flops(eqn)
+    elif name == 'dot_general':
+      flops += _dot_flops(eqn)
+    elif name == 'cond':
+      counts = [jaxpr_matmul_flops(j) for j in _jaxprs_of(eqn.params['branches'])]
+      flops += max(c[0] for c in counts)
+      whiles += max(c[1] for c in counts)
+    else:
+      times = eqn.params['length'] if name == 'scan' else 1
+      whiles += name == 'while'
+      for value in eqn.params.values():
+        for sub in _jaxprs_of(value):
+          f, w = jaxpr_matmul_flops(sub)
+          flops += times * f
+          whiles += w
+  return flops, whiles
+
+
+def matmul_flops(fn, *args) -> tuple[int, int]:
+  """jaxpr_matmul_flops of fn(*args)'s jaxpr (traced, not run); fn may be jitted (with
+  compiler options, which make_jaxpr refuses)."""
+  closed = fn.trace(*args).jaxpr if hasattr(fn, 'trace') else jax.make_jaxpr(fn)(*args)
+  return jaxpr_matmul_flops(closed.jaxpr)
+
+
+def matmul_peak_gflops(n: int = 2048, repeats: int = 5, torch_threads: int | None = None
+                       ) -> dict:
+  """This machine's float32 matmul rate, GFLOP/s: the best of `repeats` n x n matmuls in
+  XLA (compiled) and, where torch_threads is given, in PyTorch at that many threads."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  a = jax.random.normal(jax.random.key(0), (n, n), jax.numpy.float32)
+  _, best, _ = compile_and_time(lambda x: x @ x, a, repeats=repeats)
+  out = {'jax': 2 * n ** 3 / best / 1e9}
+  if torch_threads:
+    import torch  # pylint: disable=g-import-not-at-top
+    torch.set_num_threads(torch_threads)
+    t = torch.from_numpy(np.array(a))
+    times = []
+    for _ in range(repeats + 1):
+      t0 = time.perf_counter()
+      t @ t
+      times.append(time.perf_counter() - t0)
+    out['torch'] = 2 * n ** 3 / min(times[1:]) / 1e9
+  return out
+
+
+def describe_peak(peak: dict, torch_threads: int | None) -> str:
+  """One line: the float32 matmul rates matmul_peak_gflops measured."""
+  line = ("float32 2048 x 2048 matmul (this machine's peak, for scale): "
+          f"XLA {peak['jax']:.0f} GFLOP/s")
+  if 'torch' in peak:
+    line += f", torch {peak['torch']:.0f} GFLOP/s ({torch_threads} threads)"
+  return line

@@ -31,6 +31,12 @@ timed rounds alternate (JAX, torch, JAX, ...), so all see the same load; the tab
 medians of the rounds, this process's CPU seconds per step, and the load (/proc/loadavg and
 the cores other processes used meanwhile). Run it on a quiet machine. The last line is a
 JSON object.
+
+FLOPs: the train step's convolutions and matmuls (forward, both gradients, the scans'
+bodies times their lengths) are counted from its jaxpr (benchmarks.common.matmul_flops),
+so each row also gives the GFLOP/s it sustained, next to this machine's float32 matmul
+rate (a 2048 x 2048 matmul in XLA and in torch, measured after the rounds): how far each
+side is from what the cores can do, the model FLOP utilization of issue 18.
 """
 from __future__ import annotations
 
@@ -196,19 +202,27 @@ def main() -> None:
     check(flax_model, variables, tm)
     runners[f'torch, {t} thread' + ('s' if t > 1 else '')] = TorchFlowRunner(
         tm, images.astype(np.float32), cfg.optimizer, cfg.train.ema_decay, t)
+  step_flops = jax_runner.flops()
+  print(f'{step_flops / args.batch / 1e9:.2f} GFLOP per image per train step (its '
+        'convolutions and matmuls, counted from the jaxpr; the same network in both)', flush=True)
   rates, steps, cpu = interleaved(runners, args.batch, args.rounds, args.round_s)
   med = {name: statistics.median(r) for name, r in rates.items()}
   ref = f'torch, {threads[0]} thread' + ('s' if threads[0] > 1 else '')
   rows = [(name, f'{med[name]:.2f}', steps[name], f'{statistics.median(cpu[name]):.3f}',
+           f'{med[name] * step_flops / args.batch / 1e9:.0f}',
            f'{med["jax"] / med[name]:.2f}' if name != 'jax' else '')
           for name in runners]
-  common.print_table(rows, ('train step', 'images/s', 'steps/round', 'cpu s/step',
+  common.print_table(rows, ('train step', 'images/s', 'steps/round', 'cpu s/step', 'GFLOP/s',
                             'jax / this'))
+  peak = common.matmul_peak_gflops(torch_threads=threads[0])
+  print(common.describe_peak(peak, threads[0]))
   result = {'benchmark': 'flow_throughput', 'model': args.model, 'setup': describe(args),
             'params': n_jax, 'jax_images_per_s': round(med['jax'], 3),
             'torch_images_per_s': round(med[ref], 3),
             'ratio': round(med['jax'] / med[ref], 3),
-            'rounds': args.rounds, 'torch_threads': threads[0]}
+            'rounds': args.rounds, 'torch_threads': threads[0],
+            'gflop_per_image': round(step_flops / args.batch / 1e9, 4),
+            'matmul_peak_gflops': {k: round(v, 1) for k, v in peak.items()}}
   if args.sample:
     n = 8 if args.quick else 64
     times, compile_s = time_sampling(flax_model, variables, torch_model, n,

@@ -30,7 +30,10 @@ see the same machine load; the table gives the median images/s of each, and this
 CPU seconds per step, which moves less than wall time when other processes take the cores.
 Machine load (/proc/loadavg, and the cores other processes used during the timed rounds)
 is printed. The last line is a JSON object with jax_images_per_s, torch_images_per_s and
-ratio (jax / torch, the reference thread count).
+ratio (jax / torch, the reference thread count). The GFLOP/s column counts the train step's
+convolutions and matmuls from its jaxpr (benchmarks.common.matmul_flops; for the forward
+pass it equals `forward_flops`, the architecture's own count, a test checks), and a line
+gives this machine's float32 2048 x 2048 matmul rate in XLA and torch for scale.
 
 --variant also times, interleaved and through the same train step:
   XLA compiler options for the model's step (jax.jit(..., compiler_options=...)):
@@ -317,6 +320,7 @@ class JaxRunner:
     self.batch = train.to_global_batch(batch, self.mesh)
     self.opt_cfg = cfg.optimizer
     self.compiler_options = compiler_options
+    self._jitted = self.step
     if compiler_options:
       self.step = self.step.lower(self.state, self.batch).compile(
           compiler_options=compiler_options)
@@ -331,6 +335,14 @@ class JaxRunner:
       self.state, metrics = self.step(self.state, self.batch)
       jax.device_get(metrics)   # the training loop reads every metric every step
     return time.perf_counter() - t0
+
+  def flops(self) -> int:
+    """Convolution and matmul FLOPs of one train step, counted from its jaxpr
+    (common.matmul_flops: forward, backward and the optimizer's, scans times their
+    length); the step has no while loop, asserted, so the count is exact."""
+    flops, whiles = common.matmul_flops(self._jitted, self.state, self.batch)
+    assert not whiles, f'{whiles} while loops in the train step: a FLOP lower bound only'
+    return flops
 
   def compiled_text(self) -> str:
     if self.compiler_options:
@@ -646,7 +658,7 @@ def main() -> None:
     common.emit({'benchmark': 'pixelcnn_train_profile'})
     return
 
-  fwd = forward_flops(kw, b, s)
+  step_flops = runners['jax'].flops()
   threads = args.torch_threads
   if not args.no_torch:
     from benchmarks import torch_gated_pixelcnn as tg
@@ -671,14 +683,16 @@ def main() -> None:
 
   med = {k: statistics.median(v) for k, v in rates.items()}
   print(title)
-  print(f'{n_params:,} parameters (JAX = torch); {3 * fwd / b / 1e9:.2f} GFLOP per image per '
-        'train step (3 x forward convolutions)'
+  peak = common.matmul_peak_gflops(torch_threads=None if args.no_torch else threads[0])
+  print(f'{n_params:,} parameters (JAX = torch); {step_flops / b / 1e9:.2f} GFLOP per image per '
+        "train step (the step's convolutions and matmuls, counted from its jaxpr; the same "
+        'network in both)'
         + ('' if args.no_torch else f'; torch logits match JAX to {err:.1e}'))
   print(f'{args.rounds} interleaved rounds of ~{args.round_s:g} s each; XLA sizes its thread '
         f'pool by the {n_cpu} cores this process may use')
   rows = [(k, f'{med[k]:.2f}', f'{min(v):.2f}-{max(v):.2f}', steps[k],
            f'{b / med[k]:.3f}', f'{statistics.median(cpu_s[k]):.3f}',
-           f'{med[k] * 3 * fwd / b / 1e9:.0f}')
+           f'{med[k] * step_flops / b / 1e9:.0f}')
           for k, v in rates.items()]
   common.print_table(rows, ('train step', 'images/s (median)', 'range', 'steps/round',
                             's/step', 'CPU s/step', 'GFLOP/s'))
@@ -688,6 +702,7 @@ def main() -> None:
     print(f'jax / {torch_name(t, threads)} = {med["jax"] / med[torch_name(t, threads)]:.2f}')
   for v in variants:
     print(f'jax {v} / jax = {med[f"jax {v}"] / med["jax"]:.2f}')
+  print(common.describe_peak(peak, threads[0] if ref else None))
   print(f'load average before {load0}, after {load1}; other processes used {others:.2f} of '
         f'{os.cpu_count()} cores during the timed rounds')
   result = {'benchmark': 'pixelcnn_throughput',
@@ -704,6 +719,8 @@ def main() -> None:
   for v in variants:
     result[f'jax_{v.replace("+", "_")}_images_per_s'] = round(med[f'jax {v}'], 2)
   result['cpu_s_per_step'] = {k: round(statistics.median(v), 3) for k, v in cpu_s.items()}
+  result['gflop_per_image'] = round(step_flops / b / 1e9, 4)
+  result['matmul_peak_gflops'] = {k: round(v, 1) for k, v in peak.items()}
   common.emit(result)
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from autoreg.gated_pixelcnn import GatedPixelCNN
+from benchmarks import common
 from benchmarks import pixelcnn_throughput as pt
 from experiments import train
 
@@ -64,3 +65,66 @@ def test_conv_weight_grad_variants_are_the_kernel_gradient(k):
   for name, f in cwg.VARIANTS.items():
     got = np.asarray(f(jnp.asarray(h, jnp.float32), jnp.asarray(g, jnp.float32), k))
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+def _conv(x, k, groups=1, dilation=(1, 1), padding='SAME'):
+  return jax.lax.conv_general_dilated(x, k, (1, 1), padding, rhs_dilation=dilation,
+                                      dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+                                      feature_group_count=groups)
+
+
+@pytest.mark.parametrize('groups,dilation,padding', [(1, (1, 1), 'SAME'), (2, (2, 1), 'VALID'),
+                                                     (1, (1, 1), 'VALID')])
+def test_matmul_flops_counts_convolutions_and_their_gradients(groups, dilation, padding):
+  """2 x multiply-adds, padding included: the forward over its output positions, the
+  kernel gradient the same number, the input gradient over every input position (a 'full'
+  convolution of the output gradient: more than the forward's where padding is VALID)."""
+  x = jnp.ones((2, 9, 8, 4))
+  k = jnp.ones((3, 2, 4 // groups, 6))
+  conv = lambda x, k: _conv(x, k, groups, dilation, padding)  # noqa: E731
+  out = jax.eval_shape(conv, x, k).shape
+  fwd = 2 * np.prod(out) * 3 * 2 * (4 // groups)
+  d_input = 2 * x.size * 3 * 2 * (6 // groups)
+  assert common.matmul_flops(conv, x, k) == (fwd, 0)
+  loss = lambda x, k: conv(x, k).sum()  # noqa: E731
+  assert common.matmul_flops(jax.grad(loss, argnums=1), x, k)[0] == 2 * fwd
+  assert common.matmul_flops(jax.grad(loss, argnums=0), x, k)[0] == fwd + d_input
+  assert common.matmul_flops(jax.value_and_grad(loss, argnums=(0, 1)), x, k)[0] == (
+      2 * fwd + d_input)
+  if padding == 'SAME':
+    assert d_input == fwd
+
+
+def test_matmul_flops_counts_dots_scans_conds_and_flags_while_loops():
+  a, b = jnp.ones((3, 4, 5)), jnp.ones((3, 5, 7))
+  batched = lambda a, b: jnp.einsum('bij,bjk->bik', a, b)  # noqa: E731
+  assert common.matmul_flops(batched, a, b) == (2 * 3 * 4 * 5 * 7, 0)
+  m = jnp.ones((4, 4))
+
+  def scanned(m):
+    return jax.lax.scan(lambda c, _: (c @ m, None), m, None, length=6)[0]
+  assert common.matmul_flops(scanned, m) == (6 * 2 * 4 ** 3, 0)
+  # Through jit and grad: each step's product and its two gradients.
+  assert common.matmul_flops(jax.jit(jax.grad(lambda m: scanned(m).sum())), m) == (
+      3 * 6 * 2 * 4 ** 3, 0)
+
+  def branchy(p, m):
+    return jax.lax.cond(p, lambda m: m @ m @ m, lambda m: m @ m, m)
+  assert common.matmul_flops(branchy, True, m) == (2 * 2 * 4 ** 3, 0)
+
+  def looped(m):
+    return jax.lax.while_loop(lambda c: c[0] < 3, lambda c: (c[0] + 1, c[1] @ m), (0, m))[1]
+  assert common.matmul_flops(looped, m) == (2 * 4 ** 3, 1)   # once: a lower bound, flagged
+
+
+def test_matmul_flops_of_the_gated_pixelcnn_is_the_benchmarks_hand_count():
+  """Two independent counts of the same network: the jaxpr's and pixelcnn_throughput's
+  formula from the architecture."""
+  for layers, features, k in ((3, 8, 3), (2, 4, 5)):
+    kw = dict(num_levels=2, num_channels=1, features=features, num_layers=layers,
+              first_kernel=7, kernel_size=k, output_features=16)
+    model = GatedPixelCNN(**kw)
+    x = jnp.zeros((2, 10, 10, 1), jnp.int32)
+    variables = model.init(jax.random.key(0), x)
+    flops, _ = common.matmul_flops(model.apply, variables, x)
+    assert flops == pt.forward_flops(kw, 2, 10)
