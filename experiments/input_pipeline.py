@@ -285,6 +285,15 @@ def _batched_stream(arrays, transform, shuffle_seed: int, transform_seed: int,
   return ds.batch(batch_size // process_count, drop_remainder=True)
 
 
+def read_options(cfg) -> grain.ReadOptions:
+  """The training iterator's read-ahead: config.data.prefetch_threads threads keeping up to
+  prefetch_batches batches ready (configs/common.py says why not grain's defaults); 0
+  threads reads each batch when it is asked for."""
+  threads = cfg.get('prefetch_threads', 1)
+  batches = cfg.get('prefetch_batches', 4) if threads else 0
+  return grain.ReadOptions(num_threads=threads, prefetch_buffer_size=batches)
+
+
 def _concat_batches(pair):
   unlabelled, labelled = pair
   return {k: np.concatenate([unlabelled[k], labelled[k]]) for k in unlabelled}
@@ -320,7 +329,7 @@ def _semi_supervised_train_iter(cfg, info: DatasetInfo, arrays, transform, *, se
   length = min(len(u_stream), len(l_stream))
   ds = grain.experimental.ZipMapDataset(
       [u_stream[:length], l_stream[:length]]).map(_concat_batches)
-  return iter(ds.to_iter_dataset())
+  return iter(ds.to_iter_dataset(read_options(cfg)))
 
 
 class TextStreams:
@@ -420,7 +429,7 @@ def create_datasets(cfg, *, seed: int, process_index: int = 0, process_count: in
   else:
     ds = _batched_stream(train_arrays, transform, seed, seed + 1, cfg.batch_size,
                          process_index, process_count)
-    train_iter = iter(ds.to_iter_dataset())
+    train_iter = iter(ds.to_iter_dataset(read_options(cfg)))
 
   eval_arrays, _ = _prepare_split(cfg, info, cfg.eval_split, train=False)
   eval_arrays, n_eval = _eval_shard(eval_arrays, process_index, process_count)

@@ -24,7 +24,8 @@ TOP_KEYS = ('seed', 'distributed', 'model_name', 'model', 'data', 'optimizer', '
 DATA_KEYS = ('name', 'source', 'local_dir', 'train_split', 'eval_split', 'batch_size',
              'eval_batch_size', 'binarize', 'eval_binarization_seed', 'seq_len',
              'random_offsets', 'streams', 'crop_length', 'num_labelled', 'labelled_batch_size',
-             'labelled_seed', 'frame_size', 'digit_size', 'num_digits', 'num_frames')
+             'labelled_seed', 'frame_size', 'digit_size', 'num_digits', 'num_frames',
+             'prefetch_threads', 'prefetch_batches')
 TRAIN_KEYS = ('num_steps', 'log_every', 'eval_every', 'checkpoint_every', 'sample_every',
               'num_samples', 'sample_at_end', 'keep_checkpoints', 'ema_decay', 'eval_with_ema',
               'eval_batch_stats', 'batch_stats_batches', 'init_examples')
@@ -163,6 +164,15 @@ def validate_config(config) -> None:
   for field in ('frame_size', 'digit_size', 'num_digits', 'num_frames'):
     p.int_(f'data.{field}', 1)
   p.int_('data.num_labelled', 0)
+  p.int_('data.prefetch_threads', 0)
+  p.int_('data.prefetch_batches', 0)
+  threads, batches = p.get('data.prefetch_threads'), p.get('data.prefetch_batches')
+  if (isinstance(threads, int) and isinstance(batches, int) and threads > 0
+      and batches < threads):
+    p.add('data.prefetch_batches', batches,
+          f'must be at least data.prefetch_threads={threads} (each thread reads one batch '
+          'ahead; fewer would leave threads idle), or set data.prefetch_threads=0 for no '
+          'read-ahead')
   p.int_('data.labelled_batch_size', 0)
   # optimizer
   p.choice('optimizer.name', ('adam', 'adamw', 'rmsprop'))

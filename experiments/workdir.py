@@ -40,6 +40,7 @@ HISTORY_NAME = 'config_history.jsonl'
 # choice of the original settings or --reset_optimizer.
 MUTABLE = ('train.', 'sample.', 'optimizer.', 'distributed', 'data.eval_split',
            'data.eval_batch_size', 'data.local_dir', 'data.source',
+           'data.prefetch_threads', 'data.prefetch_batches',   # read-ahead, not the order
            # model fields that only say how to evaluate (importance samples, chunking)
            'model.eval_num_samples', 'model.eval_chunk_size')
 

@@ -127,3 +127,45 @@ def test_missing_local_directory_fails_fast_naming_the_path(tmp_path):
   with pytest.raises(DataError) as e:
     input_pipeline.create_datasets(cfg, seed=0)
   assert 'nowhere' in str(e.value) and 'DGM_DATA_DIR' in str(e.value)
+
+
+class _CountingSource:
+  """A grain source of 10,000 examples that records how many were read."""
+
+  def __init__(self):
+    self.reads = 0
+
+  def __len__(self):
+    return 10_000
+
+  def __getitem__(self, i):
+    self.reads += 1
+    return {'x': np.full((3,), i, np.int32)}
+
+
+@pytest.mark.parametrize('threads,batches', [(0, 0), (1, 4), (2, 3)])
+def test_training_read_ahead_is_bounded_by_the_config_and_keeps_the_order(threads, batches):
+  """config.data.prefetch_threads/prefetch_batches bound how far grain reads ahead (its
+  defaults read 500 batches ahead), and the batches are the same whatever the read-ahead."""
+  import time  # pylint: disable=g-import-not-at-top
+
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  cfg = ml_collections.ConfigDict({'prefetch_threads': threads, 'prefetch_batches': batches})
+  source = _CountingSource()
+  ds = input_pipeline._batched_stream(source, None, 0, 1, 2, 0, 1)  # pylint: disable=protected-access
+  it = iter(ds.to_iter_dataset(input_pipeline.read_options(cfg)))
+  got = _take(it, 3)
+  time.sleep(0.5)   # time for the threads to fill their buffer
+  # 3 batches taken, at most `batches` more ready and one more per thread in flight.
+  assert source.reads <= 2 * (3 + batches + threads), source.reads
+  reference = iter(input_pipeline._batched_stream(  # pylint: disable=protected-access
+      _CountingSource(), None, 0, 1, 2, 0, 1).to_iter_dataset(
+          input_pipeline.read_options(ml_collections.ConfigDict({'prefetch_threads': 0}))))
+  for a, b in zip(got, _take(reference, 3), strict=True):
+    np.testing.assert_array_equal(a['x'], b['x'])
+
+
+def test_default_configs_read_a_few_batches_ahead():
+  from configs import common  # pylint: disable=g-import-not-at-top
+  options = input_pipeline.read_options(common.base_config().data)
+  assert (options.num_threads, options.prefetch_buffer_size) == (1, 4)

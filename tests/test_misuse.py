@@ -432,6 +432,19 @@ def test_validation_reports_every_problem_at_once():
   validation.validate_config(digits_config.get_config('tiny'))   # the preset is sound
 
 
+def test_bad_read_ahead_is_refused_with_the_fix():
+  c = digits_config.get_config('tiny')
+  c.data.prefetch_threads, c.data.prefetch_batches = 4, 2
+  with pytest.raises(ConfigError, match=r'prefetch_batches=2.*at least '
+                     r'data.prefetch_threads=4.*prefetch_threads=0 for no read-ahead'):
+    validation.validate_config(c)
+  c.data.prefetch_threads = -1
+  with pytest.raises(ConfigError, match='prefetch_threads=-1'):
+    validation.validate_config(c)
+  c.data.prefetch_threads, c.data.prefetch_batches = 0, 0
+  validation.validate_config(c)
+
+
 def test_suggestions_for_common_typos():
   keys = validation.all_keys(digits_config.get_config())
   for typo, want in [('optimizer.lr', 'optimizer.learning_rate'),
