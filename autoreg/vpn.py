@@ -9,7 +9,8 @@ K = context_frames given, the rest predicted. The network follows Sec. 3-4:
 
   * a resolution-preserving encoder per frame: a 3x3 input convolution to 2c channels,
     then residual multiplicative blocks (RMBs, Sec. 4.2) with dilated convolutions;
-  * a convolutional LSTM (Shi et al. 2015; flax's ConvLSTMCell) over the encoded frames,
+  * a convolutional LSTM (Shi et al. 2015; flax's ConvLSTMCell, its input convolution
+    batched over frames: `ConvLSTM`) over the encoded frames,
     whose output after frame t - 1 is the context of frame t;
   * a PixelCNN decoder per frame, conditioned on that context map: here the gated
     PixelCNN of autoreg.gated_pixelcnn (van den Oord et al. 2016, by the same group), which
@@ -126,6 +127,44 @@ class IndependentDecoder(nn.Module):
     return logits[..., None, :]
 
 
+class ConvLSTM(nn.Module):
+  """flax's nn.ConvLSTMCell (Shi et al. 2015: gates = conv_ih(x_t) + conv_hh(h_{t-1}); i, g,
+  f, o = split; forget bias 1), with the same parameters (`ih`, `hh`: the cell's names,
+  shapes and initializers), plus `over_frames`: the input-to-state convolution of every
+  frame as one batched convolution, the loop over frames left with the state-to-state
+  convolution and the gates."""
+  features: int
+  kernel_size: tuple
+
+  def setup(self):
+    conv = lambda name: nn.Conv(4 * self.features, self.kernel_size, padding='SAME',  # noqa: E731
+                                name=name)
+    self.ih, self.hh = conv('ih'), conv('hh')
+
+  def _gates(self, carry, pre):
+    c, h = carry
+    i, g, f, o = jnp.split(pre + self.hh(h), 4, axis=-1)
+    f = nn.sigmoid(f + 1)
+    new_c = f * c + nn.sigmoid(i) * jnp.tanh(g)
+    new_h = nn.sigmoid(o) * jnp.tanh(new_c)
+    return (new_c, new_h), new_h
+
+  def __call__(self, carry, inputs):
+    """One step, as nn.ConvLSTMCell: (carry, x_t) -> (new carry, h_t)."""
+    return self._gates(carry, self.ih(inputs))
+
+  def over_frames(self, carry, frames):
+    """frames [B, T, H, W, C] -> (final carry, outputs [B, T, H, W, features])."""
+    b, t = frames.shape[:2]
+    pre = self.ih(frames.reshape(b * t, *frames.shape[2:]))
+    pre = pre.reshape(b, t, *pre.shape[1:])
+    outs = []
+    for k in range(t):
+      carry, h = self._gates(carry, pre[:, k])
+      outs.append(h)
+    return carry, jnp.stack(outs, axis=1)
+
+
 class VPN(nn.Module):
   """Video Pixel Network over uint8 grey videos [B, T, H, W, 1] (values 0..255).
 
@@ -176,9 +215,11 @@ class VPN(nn.Module):
     # The ConvLSTM is applied in a Python loop over the frames, on purpose (issue 18): under
     # nn.scan (3c0ecdf) XLA:CPU ran the cell's convolution gradients inside the while loop
     # about 20x slower: the CPU config's train step took 18.4 s against 0.9 s unrolled,
-    # while compiling 1.2 s faster (benchmarks.compile_time, 2026-12-05). flax's cell has
-    # no hook for flows.bijectors.conv_same_canonical_grad, the fix the flows use.
-    self.lstm = nn.ConvLSTMCell(self.lstm_features, (self.lstm_kernel, self.lstm_kernel))
+    # while compiling 1.2 s faster (benchmarks.compile_time, 2026-12-05). Its input-to-state
+    # convolution runs once over all frames (ConvLSTM.over_frames; flax's cell's
+    # parameters): 2 rounds, 2026-12-07, compile 6.28 / 6.21 -> 5.54 / 5.80 s, step 1.05 /
+    # 1.06 -> 0.94 / 0.97 s.
+    self.lstm = ConvLSTM(self.lstm_features, (self.lstm_kernel, self.lstm_kernel))
     if self.frame_dependencies:
       self.decoder = GatedPixelCNN(
           num_levels=self._decoder_levels, num_channels=1, features=self.decoder_features,
@@ -212,12 +253,7 @@ class VPN(nn.Module):
     """ConvLSTM outputs after frames 0..T-2: [B, T-1, H, W, L]; entry t conditions frame t+1."""
     e = self._encode(video[:, :-1])
     carry = self._initial_carry(video.shape[0:1] + video.shape[2:])
-    outs = []
-    # A Python loop over at most a few tens of frames; each step is one cell application.
-    for t in range(e.shape[1]):
-      carry, h = self.lstm(carry, e[:, t])
-      outs.append(h)
-    return jnp.stack(outs, axis=1)
+    return self.lstm.over_frames(carry, e)[1]
 
   def _frame_logits(self, frames, cond):
     """Decoder logits [B, H, W, 1, L] of frames [B, H, W, 1] given context maps."""

@@ -328,3 +328,34 @@ def test_the_train_steps_convlstm_is_unrolled_not_a_while_loop():
   text = jax.jit(jax.grad(loss)).lower(params).as_text()
   assert 'stablehlo.while' not in text
   assert text.count('stablehlo.convolution') > 0
+
+
+def test_conv_lstm_over_frames_is_flax_cell_stepped_frame_by_frame():
+  """autoreg.vpn.ConvLSTM has nn.ConvLSTMCell's parameters (paths, shapes, initial values)
+  and, its input convolution batched over the frames, the cell's outputs and final state;
+  its one-step call (the samplers') is the cell's step."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+
+  from autoreg.vpn import ConvLSTM  # pylint: disable=g-import-not-at-top
+  frames = jax.random.normal(jax.random.key(3), (2, 5, 6, 7, 3))
+  carry = (jnp.zeros((2, 6, 7, 4)), jnp.zeros((2, 6, 7, 4)))
+  cell, ours = nn.ConvLSTMCell(4, (3, 3)), ConvLSTM(4, (3, 3))
+  params = cell.init(jax.random.key(0), carry, frames[:, 0])
+  ours_params = ours.init(jax.random.key(0), carry, frames[:, 0])
+  assert jax.tree.structure(params) == jax.tree.structure(ours_params)
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(ours_params), strict=True):
+    np.testing.assert_array_equal(a, b)
+  params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(4), p.shape),
+                        params)   # non-zero biases too
+  c, outs = carry, []
+  for t in range(frames.shape[1]):
+    c, h = cell.apply(params, c, frames[:, t])
+    outs.append(h)
+  (c_ours, h_ours), got = ours.apply(params, carry, frames, method='over_frames')
+  np.testing.assert_allclose(got, jnp.stack(outs, axis=1), atol=1e-5, rtol=1e-5)
+  np.testing.assert_allclose(c_ours, c[0], atol=1e-5, rtol=1e-5)
+  np.testing.assert_allclose(h_ours, c[1], atol=1e-5, rtol=1e-5)
+  step = ours.apply(params, carry, frames[:, 0])
+  want = cell.apply(params, carry, frames[:, 0])
+  for a, b in zip(jax.tree.leaves(step), jax.tree.leaves(want), strict=True):
+    np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-6)
