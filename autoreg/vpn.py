@@ -341,10 +341,9 @@ class VPN(nn.Module):
     context = context.astype(jnp.int32)
     frame_shape = (b, *shape[2:])
     carry = self._initial_carry(frame_shape)
-    e = self._encode(context)
-    h = None
-    for t in range(k):
-      carry, h = self.lstm(carry, e[:, t])
+    # The context frames through the ConvLSTM as the likelihood runs them (_contexts).
+    carry, hs = self.lstm.over_frames(carry, self._encode(context))
+    h = hs[:, -1]
     frames = [context[:, t] for t in range(k)]
     for t in range(k, t_total):
       key = jax.random.fold_in(rng, t)
