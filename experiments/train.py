@@ -38,7 +38,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from autoreg import likelihood
-from experiments import audio, host_prng, images, input_pipeline, latent_pictures, validation, video
+from experiments import audio, images, input_pipeline, latent_pictures, validation, video
 from experiments import workdir as workdir_lib
 from experiments.checkpointing import Checkpointer, CheckpointError
 from experiments.errors import UserError, WorkdirError
@@ -275,10 +275,7 @@ def init_train_state(model, tx, example_batch: dict, seed: int, mesh: Mesh) -> T
                       model_state=model_state)
 
   batch = {k: jnp.asarray(v) for k, v in example_batch.items()}
-  # On CPU the init's random bits are hashed on the host (experiments/host_prng.py): the
-  # same values, without XLA compiling a threefry loop per parameter.
-  with host_prng.threefry_on_host(enabled=_on_cpu(mesh)):
-    lowered = jax.jit(init, out_shardings=replicated(mesh)).lower(batch)
+  lowered = jax.jit(init, out_shardings=replicated(mesh)).lower(batch)
   return lowered.compile(init_compiler_options(mesh))(batch)
 
 
