@@ -342,8 +342,8 @@ class VPN(nn.Module):
     frame_shape = (b, *shape[2:])
     carry = self._initial_carry(frame_shape)
     # The context frames through the ConvLSTM as the likelihood runs them (_contexts).
-    carry, hs = self.lstm.over_frames(carry, self._encode(context))
-    h = hs[:, -1]
+    carry, _ = self.lstm.over_frames(carry, self._encode(context))
+    h = carry[1]   # the last context frame's output (the carry is (c, h))
     frames = [context[:, t] for t in range(k)]
     for t in range(k, t_total):
       key = jax.random.fold_in(rng, t)
