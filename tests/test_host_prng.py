@@ -71,6 +71,24 @@ def test_lowered_inside_the_block_same_bits_and_no_threefry_loop():
   assert not host_prng._on()  # pylint: disable=protected-access
 
 
+def test_large_draws_keep_jax_lowering_inside_the_block():
+  key = jax.random.key(5)
+  n = host_prng.HOST_MAX_ELEMENTS
+
+  def draws(k):
+    k1, k2 = jax.random.split(k)
+    return jax.random.normal(k1, (n,)), jax.random.normal(k2, (n + 1,))
+  with host_prng.threefry_on_host():
+    lowered = jax.jit(draws).lower(key)
+  text = lowered.as_text()
+  # The split and the draw of n words on the host; the larger draw as jax's rolled loop.
+  assert text.count('custom_call @xla_ffi_python_cpu_callback') == 2
+  assert text.count('stablehlo.while') == 1
+  reference = jax.jit(lambda k: draws(k)).lower(key).compile()
+  for g, w in zip(lowered.compile()(key), reference(key), strict=True):
+    np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+
+
 def test_the_switch_is_per_thread_and_nests():
   seen = {}
   with host_prng.threefry_on_host():
