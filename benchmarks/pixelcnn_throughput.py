@@ -102,6 +102,11 @@ XLA_OPTIONS = {
     # --xla_cpu_experimental_ynn_fusion_type=-LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION).
     'noynnconv': {'xla_cpu_experimental_ynn_fusion_type':
                   'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE'},
+    # jaxlib 0.10.2's default YNN fusion types: YNNPACK's convolutions too (what the
+    # trainer's options turn off; measured per machine, see the README).
+    'ynnconv': {'xla_cpu_experimental_ynn_fusion_type':
+                'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE,'
+                'LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION'},
     # YNNPACK off: XLA's own convolutions, dots and reductions.
     'noynn': {'xla_cpu_experimental_ynn_fusion_type': ''},
     'fastmath': {'xla_cpu_enable_fast_math': True},

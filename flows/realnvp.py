@@ -36,10 +36,12 @@ with the mask's parity (flip) as scanned data, reversed for the inverse. XLA com
 residual block and one coupling step per group, whatever the depth. In train mode the
 ResNets' convolutions differentiate through `fb.conv_same_canonical_grad` (XLA:CPU runs JAX's own
 transposed convolutions inside a scan about 40x slower); it has no forward-mode rule, so
-jax.jacfwd works on the eval-mode flow only. Unrolling the scans (nn.scan's unroll, as
-Glow's unroll_steps) does not pay here: measured 2026-12-04 on the quiet 2-core CPU (2
+jax.jacfwd works on the eval-mode flow only. Unrolling every scan (nn.scan's unroll, as
+Glow's unroll_steps) did not pay: measured 2026-12-04 on the quiet 2-core AMD CPU (2
 scales, 64 features, 8 blocks, batch 16) the fully unrolled step took 3.85 s against 3.56
-scanned, and set-up + compile + first step 55.1 s against 19.8.
+scanned, and set-up + compile + first step 55.1 s against 19.8. Unrolling the coupling
+groups alone (`unroll_couplings`, off by default) speeds a wide model's step by 10-16% on
+the 2-core Intel CPU of 2026-12-07 for about a second more compile (its attribute's note).
 
 Variable layout (every collection, 'params' and 'batch_stats' alike; leading axes are the
 scans', [steps] then [blocks]):
@@ -199,12 +201,14 @@ class CouplingGroup(fb.Bijector):
   net_batch_norm: bool = True
   batch_norm: bool = True
   momentum: float = 0.99
+  unroll: bool = False
 
   @nn.compact
   def __call__(self, x, inverse=False, train=False, context=None):
     del context
     steps = nn.scan(_CouplingStep, variable_axes=_SCAN_AXES, split_rngs={'params': True},
-                    length=len(self.flips), reverse=inverse)
+                    length=len(self.flips), reverse=inverse,
+                    unroll=len(self.flips) if self.unroll else 1)
     step = steps(self.mask, self.features, self.num_blocks, self.net_batch_norm,
                  self.batch_norm, self.momentum, inverse, train and not inverse, name='steps')
     carry = (x, jnp.zeros((x.shape[0],), jnp.float32))
@@ -223,6 +227,15 @@ class RealNVP(ImageFlow):
     batch_norm: a BatchNormBijector after every coupling (Sec. 3.7).
     net_batch_norm: batch normalization inside the ResNets.
     momentum: the BatchNormBijector's running-average momentum.
+    unroll_couplings: run each coupling group's scan unrolled (nn.scan's unroll; the same
+      variables and values). A faster train step for wide models, a slower first compile:
+      2026-12-07, 2-core Intel Xeon, quiet, jitted loss and gradients, 2 scales x 64
+      features x 8 blocks, 32x32x1, batch 16, two alternating rounds: step 3.03 / 3.18 ->
+      2.72 / 2.66 s, compile 5.3 / 5.5 -> 6.7 / 6.6 s (unrolling the residual blocks
+      instead: no gain, 3.17-3.22 s). benchmarks.compile_time: realnvp_mnist.py:cpu compile
+      6.33 -> 7.84 s with no step gain (0.13-0.14 s); the paper's realnvp_mnist.py compile
+      9.6-9.9 -> 11.0 s, next step 13.1-13.5 -> 11.8 s, first step 18.5 s. Off by default
+      (start-up, issue 18); for long runs of wide models set model.unroll_couplings=True.
   """
   num_scales: int = 2
   features: int = 64
@@ -230,6 +243,7 @@ class RealNVP(ImageFlow):
   batch_norm: bool = True
   net_batch_norm: bool = True
   momentum: float = 0.99
+  unroll_couplings: bool = False
   preprocessing: str = 'logit'
   alpha: float = 0.05
   prior: str = 'gaussian'
@@ -249,7 +263,7 @@ class RealNVP(ImageFlow):
             mask=mask, flips=tuple(bool(i % 2) for i in range(n)),
             features=self.features * 2 ** s, num_blocks=self.num_blocks,
             net_batch_norm=self.net_batch_norm, batch_norm=self.batch_norm,
-            momentum=self.momentum, name=f'scale{s}_{mask}')
+            momentum=self.momentum, unroll=self.unroll_couplings, name=f'scale{s}_{mask}')
 
       layers = [group('checkerboard', 4 if last else 3)]
       if not last:

@@ -275,3 +275,31 @@ def test_canonical_grad_convolution_has_the_convolutions_gradients(kernel):
     want = jax.grad(lambda *a: jnp.sum(plain(*a) * g), argnum)(h, k)
     got = jax.grad(lambda *a: jnp.sum(ours(*a) * g), argnum)(h, k)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_unrolled_couplings_are_the_same_model():
+  """unroll_couplings=True (nn.scan's unroll) has the same variables, the same train-mode
+  loss, gradients and batch statistics, and the same decoding."""
+  model = realnvp.RealNVP(image_shape=(8, 8, 1), num_scales=2, features=4, num_blocks=2)
+  unrolled = model.clone(unroll_couplings=True)
+  x = jnp.asarray(np.random.default_rng(0).integers(0, 256, (4, 8, 8, 1)) / 256.0, jnp.float32)
+  rngs = {'params': jax.random.key(0), 'sample': jax.random.key(1)}
+  variables = model.init(rngs, x, method='log_prob')
+  assert (jax.tree.structure(unrolled.init(rngs, x, method='log_prob'))
+          == jax.tree.structure(variables))
+
+  def train_loss(m, params):
+    (loss, _), new = m.apply({**variables, 'params': params}, {'image': x}, train=True,
+                             method='loss', mutable=['batch_stats'],
+                             rngs={'sample': jax.random.key(2)})
+    return loss, new
+  (want, want_stats), want_g = jax.value_and_grad(
+      lambda p: train_loss(model, p), has_aux=True)(variables['params'])
+  (got, got_stats), got_g = jax.value_and_grad(
+      lambda p: train_loss(unrolled, p), has_aux=True)(variables['params'])
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  _assert_trees_close(got_g, want_g, atol=1e-5)
+  _assert_trees_close(got_stats, want_stats, atol=1e-6)
+  eps = jax.random.normal(jax.random.key(3), (2, 64))
+  np.testing.assert_allclose(unrolled.apply(variables, eps, method='decode'),
+                             model.apply(variables, eps, method='decode'), atol=1e-5)
