@@ -12,13 +12,14 @@ random numbers: as easy as 1, 2, 3", Threefry-2x32 with 20 rounds, as jax's lowe
 compiles one small custom call per draw, and the values are the same bits (tested against
 jax's lowering, and the inits of every model family bitwise).
 
-The trainer lowers its init inside it on one-device CPU meshes only
-(`train.init_train_state`; jax sees one CPU device unless it is told otherwise); the train
+The trainer lowers its init inside it on CPU meshes (`train.init_train_state`); the train
 step and everything else keep JAX's lowering (a host callback per step would stall the
-step, and accelerators keep their own kernels). Not on several devices: the callback runs
-on one of them while the others wait in the program's collectives (Glow's data-dependent
-init all-reduces over the sharded batch), and XLA:CPU aborts the process when its 40 s
-rendezvous times out. The switch is per thread and only acts
+step, and accelerators keep their own kernels). The host rule only takes a module lowered
+for one device (jax sees one CPU device unless it is told otherwise, so every user's
+default run); on several it steps aside to jax's lowering, whoever called it: there the
+callback would run on one device while the others wait in the program's collectives
+(Glow's data-dependent init all-reduces over the sharded batch), and XLA:CPU aborts the
+process when its 40 s rendezvous times out. The switch is per thread and only acts
 while a function is lowered (`jax.jit(f).lower(...)` inside the block; compiling and running
 the result may happen outside it). Executables with host callbacks are not written to the
 persistent compilation cache, so a rerun compiles the init again (the cheaper compile).
@@ -88,6 +89,20 @@ def _host_rule(ctx, k1, k2, x1, x2):
   return mlir.lower_fun(call, multiple_results=True)(ctx, k1, k2, x1, x2)
 
 
+def _lowered_for_one_device(ctx) -> bool:
+  """Whether the module being lowered runs on one device. On several, the callback would
+  run on one of them while the others wait in the program's collectives (Glow's
+  data-dependent init all-reduces over the sharded batch), and XLA:CPU aborts the process
+  when its 40 s rendezvous times out; so there the host rule steps aside. An axis context
+  this code does not know counts as several devices."""
+  axis_context = getattr(getattr(ctx, 'module_context', None), 'axis_context', None)
+  num_devices = getattr(axis_context, 'num_devices', None)        # jit: ShardingContext
+  if num_devices is None:
+    mesh = getattr(axis_context, 'mesh', None)                    # shard_map: SPMDAxisContext
+    num_devices = getattr(mesh, 'size', None)
+  return num_devices == 1
+
+
 def _install():
   """Registers a CPU rule that dispatches to the host rule inside `threefry_on_host` and
   to jax's own CPU rule elsewhere; None where jax's rule cannot be found."""
@@ -101,7 +116,8 @@ def _install():
     return jax_rule
 
   def rule(ctx, *args, **params):
-    if _on() and math.prod(ctx.avals_out[0].shape) <= HOST_MAX_ELEMENTS:
+    if (_on() and math.prod(ctx.avals_out[0].shape) <= HOST_MAX_ELEMENTS
+        and _lowered_for_one_device(ctx)):
       return _host_rule(ctx, *args)
     return jax_rule(ctx, *args, **params)
 

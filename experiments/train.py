@@ -275,18 +275,15 @@ def init_train_state(model, tx, example_batch: dict, seed: int, mesh: Mesh) -> T
                       model_state=model_state)
 
   batch = {k: jnp.asarray(v) for k, v in example_batch.items()}
-  # On a one-device CPU mesh (every user's default) the init's random bits are hashed on
-  # the host (experiments/host_prng.py): the same values, without XLA compiling a threefry
-  # loop per parameter. Not on several devices: there the host callback runs on one device
-  # while the others wait in the init's collectives (Glow's data-dependent actnorm), and
-  # XLA:CPU aborts the process at its 40 s rendezvous timeout.
-  with host_prng.threefry_on_host(enabled=_host_prng_init(mesh)):
+  # On CPU the init's random bits are hashed on the host (experiments/host_prng.py): the
+  # same values, without XLA compiling a threefry loop per parameter. The host rule only
+  # takes programs lowered for one device (every user's default run); on several it keeps
+  # jax's lowering itself, since a callback on one device while the others wait in the
+  # init's collectives (Glow's data-dependent actnorm) makes XLA:CPU abort at its 40 s
+  # rendezvous timeout.
+  with host_prng.threefry_on_host(enabled=_on_cpu(mesh)):
     lowered = jax.jit(init, out_shardings=replicated(mesh)).lower(batch)
   return lowered.compile(init_compiler_options(mesh))(batch)
-
-
-def _host_prng_init(mesh: Mesh) -> bool:
-  return _on_cpu(mesh) and mesh.devices.size == 1
 
 
 # The init runs once, so on CPU its compile dominates: XLA's backend level 1 compiles it in
