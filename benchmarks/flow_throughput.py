@@ -5,6 +5,7 @@ PyTorch eager.
   python -m benchmarks.flow_throughput --model realnvp   # 2 scales, 64 features, 8 blocks
   python -m benchmarks.flow_throughput --model glow --sample   # also 64 samples
   python -m benchmarks.flow_throughput --model glow --quick    # tiny sizes: a smoke test
+  python -m benchmarks.flow_throughput --model realnvp --variant save_all_residuals
 
 Sizes (issue 18's rows): Glow (flows/glow.py: affine coupling, LU 1x1 convolutions,
 learned top) with 3 levels of 8 steps, 512 hidden channels, 32x32x1 images, batch 16;
@@ -104,6 +105,34 @@ def build(args):
   return flax_model, torch_model, cfg, tf.check_realnvp
 
 
+# Real NVP's train step as it was before a change, timed in the same rounds as today's.
+VARIANTS = {
+    'save_all_residuals': 'the scanned residual blocks save every intermediate for the '
+                          'backward pass (checkpoint_policies.everything_saveable), as '
+                          'before their remat saving only the convolution outputs',
+    'unroll_couplings': 'RealNVP(unroll_couplings=True): each coupling group unrolled',
+}
+
+
+def variant_runner(variant: str, flax_model, images, cfg) -> JaxRunner:
+  """A JaxRunner (the same parameters: the same seed) of a VARIANTS entry, compiled."""
+  from flows import realnvp
+  batch = {'image': images}
+  if variant == 'unroll_couplings':
+    runner = JaxRunner(flax_model.clone(unroll_couplings=True), batch, flax_model.num_dims,
+                       config=cfg)
+    runner.run(1)
+    return runner
+  saved = realnvp._BLOCK_REMAT_POLICY  # pylint: disable=protected-access
+  realnvp._BLOCK_REMAT_POLICY = jax.checkpoint_policies.everything_saveable  # pylint: disable=protected-access
+  try:
+    runner = JaxRunner(flax_model, batch, flax_model.num_dims, config=cfg)
+    runner.run(1)     # traced (and compiled) while the policy is in effect
+  finally:
+    realnvp._BLOCK_REMAT_POLICY = saved  # pylint: disable=protected-access
+  return runner
+
+
 def describe(args) -> str:
   if args.model == 'glow':
     return (f'Glow {args.levels} levels x {args.steps} steps, width {args.width}, '
@@ -161,6 +190,9 @@ def main() -> None:
   parser.add_argument('--batch', type=int, default=None, help='Glow 16, Real NVP 64')
   parser.add_argument('--rounds', type=int, default=7)
   parser.add_argument('--round_s', type=float, default=6.0, help='seconds per timed round')
+  parser.add_argument('--variant', action='append', default=[], choices=VARIANTS,
+                      help='add a JAX row (Real NVP; repeatable): ' + '; '.join(
+                          f'{k}: {v}' for k, v in VARIANTS.items()))
   parser.add_argument('--torch_threads', default=None,
                       help=f'comma-separated torch thread counts (default {n_cpu})')
   args = parser.parse_args()
@@ -173,6 +205,8 @@ def main() -> None:
   threads = [int(t) for t in (args.torch_threads or str(n_cpu)).split(',')]
   if args.sample and args.model != 'glow':
     parser.error('--sample times Glow only')
+  if args.variant and args.model != 'realnvp':
+    parser.error('--variant is for Real NVP')
 
   import torch
 
@@ -196,6 +230,8 @@ def main() -> None:
         + ', '.join(f'{k} {v:.2e}' for k, v in diffs.items()), flush=True)
 
   runners = {'jax': jax_runner}
+  for v in args.variant:
+    runners[f'jax {v}'] = variant_runner(v, flax_model, images, cfg)
   for t in threads:
     # Each thread count trains its own copy from the same parameters.
     _, tm, _, _ = build(args)
@@ -223,6 +259,8 @@ def main() -> None:
             'rounds': args.rounds, 'torch_threads': threads[0],
             'gflop_per_image': round(step_flops / args.batch / 1e9, 4),
             'matmul_peak_gflops': {k: round(v, 1) for k, v in peak.items()}}
+  if args.variant:
+    result['variants_images_per_s'] = {v: round(med[f'jax {v}'], 3) for v in args.variant}
   if args.sample:
     n = 8 if args.quick else 64
     times, compile_s = time_sampling(flax_model, variables, torch_model, n,

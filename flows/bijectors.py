@@ -48,6 +48,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.ad_checkpoint import checkpoint_name
 
 from autoreg.made import MADE, Ordering, input_degrees
 
@@ -314,9 +315,20 @@ class Conv(nn.Module):
     if tuple(self.kernel_size) == (1, 1):
       # A 1x1 convolution is a matmul over channels; as one, its forward pass and both
       # gradients are matmuls (YNNPACK's on CPU) rather than convolutions.
-      return _channel_matmul(x, kernel[0, 0]) + bias.astype(x.dtype)
+      return checkpoint_name(_channel_matmul(x, kernel[0, 0]) + bias.astype(x.dtype),
+                             CONV_OUT)
     conv = conv_same_canonical_grad if self.canonical_grad else conv_same
-    return conv(x, kernel.astype(x.dtype)) + bias.astype(x.dtype)
+    return checkpoint_name(conv(x, kernel.astype(x.dtype)) + bias.astype(x.dtype), CONV_OUT)
+
+
+# Every `Conv`'s output is named CONV_OUT for jax.checkpoint policies (a no-op elsewhere).
+# Real NVP rematerializes its scanned residual blocks in train mode with SAVE_CONV_OUTPUTS:
+# the backward pass reads back only the convolutions' outputs (and each block's input, the
+# carry) and recomputes the cheap layers between them (batch norms, ReLUs) instead of
+# stacking every intermediate in the scan's residuals; no convolution is computed twice.
+# (The same on Glow's scanned steps did not pay: 1.50 -> 1.46 s a step, within noise.)
+CONV_OUT = 'dgm_conv_out'
+SAVE_CONV_OUTPUTS = jax.checkpoint_policies.save_only_these_names(CONV_OUT)
 
 
 class Conditioner(nn.Module):

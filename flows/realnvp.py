@@ -75,6 +75,15 @@ from flows.models import ImageFlow, flatten_latents, split_latents
 _SCAN_AXES = {'params': 0, 'batch_stats': 0}
 
 
+# In train mode each scanned residual block is rematerialized, saving only its two
+# convolutions' outputs (and the carry, its input; fb.SAVE_CONV_OUTPUTS): the backward
+# pass recomputes the batch norms and ReLUs from them instead of reading every
+# intermediate back from the scan's stacked residuals (a dynamic-update-slice per tensor
+# and block in the forward pass, a dynamic-slice in the backward). The same values; no
+# convolution is recomputed.
+_BLOCK_REMAT_POLICY = fb.SAVE_CONV_OUTPUTS
+
+
 class _ResidualBlock(nn.Module):
   """BN-ReLU-conv3x3-BN-ReLU-conv3x3 + skip: the body `ResNet` scans."""
   features: int
@@ -108,7 +117,9 @@ class ResNet(nn.Module):
   def __call__(self, x, train: bool = False):
     h = fb.Conv(self.features, canonical_grad=train, name='conv_in')(x)
     if self.num_blocks:
-      blocks = nn.scan(_ResidualBlock, variable_axes=_SCAN_AXES, split_rngs={'params': True},
+      body = (nn.remat(_ResidualBlock, policy=_BLOCK_REMAT_POLICY, prevent_cse=False)
+              if train else _ResidualBlock)
+      blocks = nn.scan(body, variable_axes=_SCAN_AXES, split_rngs={'params': True},
                        length=self.num_blocks)
       h, _ = blocks(self.features, self.batch_norm, train, name='blocks')(h, None)
     if self.batch_norm:
