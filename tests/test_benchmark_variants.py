@@ -128,3 +128,37 @@ def test_matmul_flops_of_the_gated_pixelcnn_is_the_benchmarks_hand_count():
     variables = model.init(jax.random.key(0), x)
     flops, _ = common.matmul_flops(model.apply, variables, x)
     assert flops == pt.forward_flops(kw, 2, 10)
+
+
+def test_scan_overhead_variants_are_the_chains_gradients():
+  """benchmarks/scan_overhead.py's scanned, rematerialized and unrolled chains give the
+  gradients of a float64 numpy chain h -> h + conv3x3(tanh(h)) (the backward written out)."""
+  from benchmarks import scan_overhead as so
+  rng = np.random.default_rng(3)
+  b, n, c = 2, 3, 3
+  x = rng.standard_normal((b, 5, 6, c))
+  ks = rng.standard_normal((n, 3, 3, c, c)) * 0.2
+  w = rng.standard_normal((b, 5, 6, c))
+
+  def conv(a, k):        # 'SAME' 3x3, float64
+    ap = np.pad(a, [(0, 0), (1, 1), (1, 1), (0, 0)])
+    return sum(np.einsum('byxc,cd->byxd', ap[:, i:i + 5, j:j + 6], k[i, j])
+               for i in range(3) for j in range(3))
+  hs, ts = [x], []
+  for i in range(n):
+    ts.append(np.tanh(hs[-1]))
+    hs.append(hs[-1] + conv(ts[-1], ks[i]))
+  g, dks = w, [None] * n
+  for i in reversed(range(n)):
+    tp = np.pad(ts[i], [(0, 0), (1, 1), (1, 1), (0, 0)])
+    dks[i] = np.array([[np.einsum('byxc,byxd->cd', tp[:, a:a + 5, d:d + 6], g)
+                        for d in range(3)] for a in range(3)])
+    dt = conv(g, np.flip(ks[i], (0, 1)).swapaxes(2, 3))
+    g = g + dt * (1 - ts[i] ** 2)
+  args = [jnp.asarray(v, jnp.float32) for v in (x, ks, w)]
+  for name, f in so.variants(jax_transpose=True).items():
+    if name.startswith('tanh'):
+      continue
+    dx, dk = jax.grad(f, argnums=(0, 1))(*args)
+    np.testing.assert_allclose(dx, g, rtol=1e-4, atol=1e-4, err_msg=name)
+    np.testing.assert_allclose(dk, np.stack(dks), rtol=1e-4, atol=1e-4, err_msg=name)
