@@ -44,14 +44,13 @@ groups alone (`unroll_couplings`, off by default) speeds a wide model's step by 
 the 2-core Intel CPU of 2026-12-07 for about a second more compile (its attribute's note).
 In train mode each residual block is rematerialized, saving only its convolutions' outputs
 (`_BLOCK_REMAT_POLICY`): XLA:CPU's scanned backward otherwise stacks every intermediate of
-every block with a dynamic-update-slice and reads it back with a dynamic-slice, which
-profiled as a third of the traced step time. Measured 2026-12-08 on the 2-core AMD EPYC,
-jitted loss and gradients, 2 scales x 64 features x 8 blocks, 32x32, the two compiled in
-one process and timed in alternating calls (medians of 5): batch 64 27.08 -> 23.29 s,
-batch 16 6.89 -> 5.54 s; the same values (gradients bitwise equal here), compile
-13.6 -> 13.1 s. Rematerializing the coupling steps as well, or Glow's steps, did not pay.
-The trainer's step (`benchmarks.flow_throughput --model realnvp --variant
-save_all_residuals`, batch 64, medians of 5 alternating rounds): 2.03 -> 2.56 images/s.
+every block with a dynamic-update-slice and reads it back with a dynamic-slice, over half
+of the traced op time in a profile of the step. The same values (the gradients are
+tested against saving everything) and no convolution recomputed. Measured 2026-12-08 on the
+2-core AMD EPYC, 2 scales x 64 features x 8 blocks, 32x32, batch 64, the trainer's step
+(`benchmarks.flow_throughput --model realnvp --variant save_all_residuals`, medians of 5
+alternating rounds, 03:55 UTC): saving every residual 2.13, with the remat 2.78 images/s; start-up unchanged (benchmarks.compile_time).
+Rematerializing the coupling steps as well, or Glow's steps, did not pay.
 
 Variable layout (every collection, 'params' and 'batch_stats' alike; leading axes are the
 scans', [steps] then [blocks]):
@@ -85,12 +84,7 @@ from flows.models import ImageFlow, flatten_latents, split_latents
 _SCAN_AXES = {'params': 0, 'batch_stats': 0}
 
 
-# In train mode each scanned residual block is rematerialized, saving only its two
-# convolutions' outputs (and the carry, its input; fb.SAVE_CONV_OUTPUTS): the backward
-# pass recomputes the batch norms and ReLUs from them instead of reading every
-# intermediate back from the scan's stacked residuals (a dynamic-update-slice per tensor
-# and block in the forward pass, a dynamic-slice in the backward). The same values; no
-# convolution is recomputed.
+# The train-mode remat of each scanned residual block (the module docstring; fb.CONV_OUT).
 _BLOCK_REMAT_POLICY = fb.SAVE_CONV_OUTPUTS
 
 

@@ -158,7 +158,6 @@ def test_modules_lowered_for_several_devices_keep_jax_lowering():
   whoever the caller; the values stay jax's."""
   if jax.device_count() < 2:
     pytest.skip('needs 2 devices')
-  from jax.sharding import NamedSharding
   from jax.sharding import PartitionSpec as P
   key = jax.random.key(7)
   one = train.make_mesh(jax.devices()[:1])
@@ -167,7 +166,7 @@ def test_modules_lowered_for_several_devices_keep_jax_lowering():
 
   def lowered_text(mesh):
     with host_prng.threefry_on_host():
-      return jax.jit(_draws, out_shardings=NamedSharding(mesh, P())).lower(key).as_text()
+      return jax.jit(_draws, out_shardings=train.replicated(mesh)).lower(key).as_text()
   assert 'callback' in lowered_text(one)
   assert 'callback' not in lowered_text(many)
 
