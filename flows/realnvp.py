@@ -49,7 +49,8 @@ of the traced op time in a profile of the step. The same values (the gradients a
 tested against saving everything) and no convolution recomputed. Measured 2026-12-08 on the
 2-core AMD EPYC, 2 scales x 64 features x 8 blocks, 32x32, batch 64, the trainer's step
 (`benchmarks.flow_throughput --model realnvp --variant save_all_residuals`, medians of 5
-alternating rounds, 03:55 UTC): saving every residual 2.13, with the remat 2.78 images/s; start-up unchanged (benchmarks.compile_time).
+alternating rounds, 03:55 UTC): saving every residual 2.13, with the remat 2.78 images/s;
+start-up unchanged (benchmarks.compile_time).
 Rematerializing the coupling steps as well, or Glow's steps, did not pay.
 
 Variable layout (every collection, 'params' and 'batch_stats' alike; leading axes are the
